@@ -1,0 +1,1 @@
+"""Click commands, one module per stage; `hwnas.cli` gathers them. Each calls a public Python function."""

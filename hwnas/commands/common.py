@@ -1,0 +1,71 @@
+"""Conventions every command shares: run folder, store, --json output, progress and tables on stderr."""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from hwnas.errors import HwnasError
+from hwnas.store import Store
+
+# Progress and tables go to stderr so that `--json` output on stdout stays machine-readable.
+console = Console(stderr=True)
+
+DEFAULT_RUN_DIR = "runs/default"
+
+
+def run_dir_option(f):
+    return click.option(
+        "--run-dir", type=click.Path(file_okay=False), default=lambda: os.environ.get("HWNAS_RUN_DIR", DEFAULT_RUN_DIR),
+        show_default="runs/default or $HWNAS_RUN_DIR", help="Folder for this run's store, predictors, plots and exports.",
+    )(f)
+
+
+def store_option(f):
+    return click.option(
+        "--store", "store_url", default=None, metavar="PATH|URL",
+        help="Measurement store: an SQLite file or a database URL (postgresql+psycopg://...). "
+        "Default: RUN_DIR/measurements.db.",
+    )(f)
+
+
+def json_option(f):
+    return click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout.")(f)
+
+
+def open_store(store_url: str | None, run_dir: str | Path) -> Store:
+    return Store(store_url or Path(run_dir) / "measurements.db")
+
+
+def emit_json(obj: Any) -> None:
+    click.echo(json.dumps(obj, indent=2, default=str))
+
+
+def table(title: str, columns: list[str], rows: list[list[Any]]) -> Table:
+    t = Table(title=title, title_justify="left")
+    for c in columns:
+        t.add_column(c)
+    for r in rows:
+        t.add_row(*[fmt(v) for v in r])
+    return t
+
+
+def fmt(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    return "" if v is None else str(v)
+
+
+def parse_shape(text: str):
+    from hwnas.measurement import shape_from_str
+
+    return shape_from_str(text)
+
+
+__all__ = ["HwnasError", "console", "emit_json", "fmt", "json_option", "open_store", "parse_shape",
+           "run_dir_option", "store_option", "table"]

@@ -1,0 +1,85 @@
+"""An MLP on architecture encodings (latency-aware differentiable NAS's regressor): differentiable, so a
+relaxed encoding (softmax of architecture parameters) gets a predicted cost with a gradient."""
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+from hwnas.predictors.base import Predictor, register_predictor
+
+
+class MLPModule(nn.Module):
+    """Maps encodings (B, D) to predictions in the target's own units (ms, mJ): normalisation inside."""
+
+    def __init__(self, in_dim: int, hidden: int, layers: int, log_target: bool):
+        super().__init__()
+        dims = [in_dim] + [hidden] * layers
+        blocks: list[nn.Module] = []
+        for a, b in zip(dims[:-1], dims[1:]):
+            blocks += [nn.Linear(a, b), nn.ReLU()]
+        self.net = nn.Sequential(*blocks, nn.Linear(dims[-1], 1))
+        self.log_target = log_target
+        self.register_buffer("y_mean", torch.zeros(()))
+        self.register_buffer("y_std", torch.ones(()))
+
+    def normalised(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x).squeeze(-1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        t = self.normalised(x) * self.y_std + self.y_mean
+        return torch.exp(t) if self.log_target else t
+
+
+@register_predictor("mlp")
+class MLPPredictor(Predictor):
+    name = "mlp"
+    differentiable = True
+
+    def __init__(self, log_target: bool = True, seed: int = 0, hidden: int = 128, layers: int = 3,
+                 epochs: int = 300, lr: float = 3e-3, weight_decay: float = 1e-4, **settings):
+        super().__init__(log_target, seed, hidden=hidden, layers=layers, epochs=epochs, lr=lr,
+                         weight_decay=weight_decay, **settings)
+        self.module: MLPModule | None = None
+
+    def fit(self, X: np.ndarray, y: np.ndarray) -> "MLPPredictor":
+        s = self.settings
+        g = torch.Generator().manual_seed(self.seed)
+        torch.manual_seed(self.seed)
+        X_t = torch.as_tensor(np.asarray(X, np.float32))
+        t = torch.as_tensor(self._to_target(y), dtype=torch.float32)
+        self.module = MLPModule(X_t.shape[1], s["hidden"], s["layers"], self.log_target)
+        self.module.y_mean.fill_(float(t.mean()))
+        self.module.y_std.fill_(float(t.std()) if len(t) > 1 and float(t.std()) > 0 else 1.0)
+        target = (t - self.module.y_mean) / self.module.y_std
+        opt = torch.optim.AdamW(self.module.parameters(), lr=s["lr"], weight_decay=s["weight_decay"])
+        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, s["epochs"])
+        batch = min(256, len(X_t))
+        self.module.train()
+        for _ in range(s["epochs"]):
+            order = torch.randperm(len(X_t), generator=g)
+            for i in range(0, len(X_t), batch):
+                idx = order[i:i + batch]
+                loss = nn.functional.mse_loss(self.module.normalised(X_t[idx]), target[idx])
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+            sched.step()
+        self.module.eval()
+        return self
+
+    def predict(self, X: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            return self.module(torch.as_tensor(np.asarray(X, np.float32))).double().numpy()
+
+    def torch_module(self) -> nn.Module:
+        return self.module
+
+    def get_arrays(self) -> dict[str, np.ndarray]:
+        return {k: v.detach().cpu().numpy() for k, v in self.module.state_dict().items()}
+
+    def set_arrays(self, arrays: dict[str, np.ndarray]) -> None:
+        s = self.settings
+        self.module = MLPModule(arrays["net.0.weight"].shape[1], s["hidden"], s["layers"], self.log_target)
+        self.module.load_state_dict({k: torch.as_tensor(v) for k, v in arrays.items()})
+        self.module.eval()
