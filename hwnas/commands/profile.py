@@ -1,0 +1,158 @@
+"""`hwnas devices`, `hwnas profile` and `hwnas measurements ...`."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from hwnas.commands.common import (console, emit_json, json_option, open_store, parse_shape, run_dir_option,
+                                   store_option, table)
+from hwnas.profilers import BACKENDS, ENERGY_METERS, TimingProtocol, available_backends, get_backend, profile_space
+from hwnas.profilers.profile import STRATEGIES
+from hwnas.spaces import get_space
+
+PROTOCOLS = {"quick": TimingProtocol.quick, "default": TimingProtocol, "thorough": TimingProtocol.thorough}
+
+
+@click.command()
+@json_option
+def devices(as_json: bool) -> None:
+    """Which backends and energy meters work on this machine, and why the others don't."""
+    import hwnas.profilers  # noqa: F401
+
+    backends = available_backends()
+    meters = []
+    for name in ENERGY_METERS.names():
+        meter = ENERGY_METERS.get(name)()
+        meters.append({"meter": name, "available": meter.available(), "why": meter.why_unavailable()})
+    if as_json:
+        emit_json({"backends": backends, "energy_meters": meters})
+        return
+    console.print(table("Backends", ["backend", "works here", "device", "device id / why not"],
+                        [[b["backend"], "yes" if b["available"] else "no", b["device"] or "",
+                          b["device_id"] if b["available"] else b["why"]] for b in backends]))
+    console.print(table("Energy meters (when none works: analytical-45nm estimate from MACs and memory traffic)",
+                        ["meter", "works here", "why not"],
+                        [[m["meter"], "yes" if m["available"] else "no", m["why"] or ""] for m in meters]))
+
+
+def space_options(f):
+    f = click.option("--batch", default=1, show_default=True, type=click.IntRange(min=1), help="Batch size measured.")(f)
+    f = click.option("--input-shape", default=None, metavar="CxHxW",
+                     help="Input shape of one sample, e.g. 3x32x32. Default: the space's own (nb201: 3x32x32).")(f)
+    f = click.option("--space", default="nb201", show_default=True, metavar="NAME[:K=V,...]",
+                     help="Search space, with optional settings, e.g. nb201:C=8,N=1,classes=10.")(f)
+    return f
+
+
+def backend_options(f):
+    f = click.option("--threads", default=1, show_default=True, type=click.IntRange(min=1),
+                     help="Fixed intra-op thread count (part of the device identity).")(f)
+    f = click.option("--backend", "backend_name", default="onnxruntime-cpu", show_default=True,
+                     type=click.Choice(BACKENDS.names()), help="How models are run; see `hwnas devices`.")(f)
+    return f
+
+
+@click.command()
+@space_options
+@backend_options
+@click.option("--samples", default=50, show_default=True, type=click.IntRange(min=1),
+              help="How many distinct architectures to have measured (already stored ones count).")
+@click.option("--strategy", default="uniform", show_default=True, type=click.Choice(STRATEGIES),
+              help="uniform: at random; flops: spread over FLOPs quantiles; active: where a predictor ensemble is least sure.")
+@click.option("--seed", default=0, show_default=True, help="Sampling seed; the same seed resumes the same list.")
+@click.option("--arch", "archs", multiple=True, metavar="ARCH",
+              help="Measure these architectures (canonical strings, repeatable) instead of sampling.")
+@click.option("--protocol", default="quick", show_default=True, type=click.Choice(list(PROTOCOLS)),
+              help="Timing protocol: quick (profiling many), default, thorough (validating one).")
+@run_dir_option
+@store_option
+@json_option
+def profile(space, input_shape, batch, backend_name, threads, samples, strategy, seed, archs, protocol, run_dir,
+            store_url, as_json):
+    """Measure architectures of a space on this device and keep every measurement in the store.
+
+    Each architecture is committed as soon as it is measured; rerunning the same command after an interruption
+    measures only what is missing."""
+    s = get_space(space)
+    shape = s.check_input_shape(parse_shape(input_shape) if input_shape else s.default_input_shape)
+    chosen = [s.from_string(a) for a in archs]  # parse all first: a bad string stops before anything is measured
+    backend = get_backend(backend_name, threads=threads)
+    store = open_store(store_url, run_dir)
+    summary = profile_space(s, backend, store, len(chosen) or samples, strategy, seed, shape, batch,
+                            PROTOCOLS[protocol](), progress=not as_json, archs=chosen or None)
+    if as_json:
+        emit_json(summary.to_dict())
+        return
+    lat = summary.latency_ms
+    console.print(table("Profile", ["", ""], [
+        ["device", f"{summary.device_name} [{summary.device}]"], ["backend", summary.backend], ["space", summary.space],
+        ["input", "x".join(map(str, summary.input_shape)) + f", batch {summary.batch}"],
+        ["measured now / already stored", f"{summary.measured_now} / {summary.already_stored}"],
+        ["latency ms min / median / max", f"{lat.get('min', 0):.3f} / {lat.get('median', 0):.3f} / {lat.get('max', 0):.3f}"],
+        ["seconds", summary.seconds], ["store", store.url]]))
+
+
+@click.group()
+def measurements() -> None:
+    """List, export and import stored measurements."""
+
+
+@measurements.command("list")
+@run_dir_option
+@store_option
+@json_option
+def list_measurements(run_dir, store_url, as_json):
+    """Devices in the store and how many measurements each has."""
+    store = open_store(store_url, run_dir)
+    devs = store.devices()
+    if as_json:
+        emit_json(devs)
+        return
+    console.print(table(f"Devices in {store.url}", ["id", "name", "measurements"],
+                        [[d["id"], d["name"], d["measurements"]] for d in devs]))
+
+
+@measurements.command("export")
+@click.option("--csv", "csv_path", required=True, type=click.Path(dir_okay=False), help="File to write.")
+@click.option("--device", default=None, help="Only this device (name or id).")
+@click.option("--backend", default=None, help="Only this backend.")
+@click.option("--space", default=None, help="Only this space spec (e.g. nb201:C=16,N=5,classes=10).")
+@run_dir_option
+@store_option
+@json_option
+def export_measurements(csv_path, device, backend, space, run_dir, store_url, as_json):
+    """Write stored measurements as CSV (one row a measurement, every field)."""
+    store = open_store(store_url, run_dir)
+    device_id = store.resolve_device(device) if device else None
+    space_spec = get_space(space).spec if space else None
+    n = store.export_csv(csv_path, device=device_id, backend=backend, space=space_spec)
+    if as_json:
+        emit_json({"rows": n, "csv": str(Path(csv_path).resolve())})
+    else:
+        console.print(f"wrote {n} measurement(s) to {csv_path}")
+
+
+@measurements.command("import")
+@click.option("--csv", "csv_path", required=True, type=click.Path(dir_okay=False),
+              help="A wide table: one row an architecture, one column a device (ms), like nb201/latency_ms.csv.")
+@click.option("--arch-column", default="arch", show_default=True)
+@click.option("--column", "columns", multiple=True, help="Device column(s) to load (repeatable). Default: all numeric ones.")
+@space_options
+@click.option("--backend", default="imported", show_default=True, help="Backend label for these rows.")
+@run_dir_option
+@store_option
+@json_option
+def import_measurements(csv_path, arch_column, columns, space, input_shape, batch, backend, run_dir, store_url, as_json):
+    """Load published latencies into the store, one device per column (device id `imported:<column>`).
+
+    Every row is checked first (architecture strings, numbers): a bad file stores nothing."""
+    s = get_space(space)
+    shape = s.check_input_shape(parse_shape(input_shape) if input_shape else s.default_input_shape)
+    store = open_store(store_url, run_dir)
+    added = store.import_table(csv_path, s.spec, arch_column, columns or None, shape, batch, backend,
+                               validate_arch=lambda a: s.to_string(s.from_string(a)))
+    if as_json:
+        emit_json({"added": added, "store": store.url})
+    else:
+        console.print(table("Imported", ["device", "new rows"], [[k, v] for k, v in added.items()]))

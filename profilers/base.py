@@ -1,0 +1,129 @@
+"""The backend contract (nn-Meter style: one subclass per way of running a model on a device)."""
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Any, Sequence
+
+import numpy as np
+from torch import nn
+
+from hwnas.errors import HwnasError
+from hwnas.measurement import Measurement
+from hwnas.profilers.energy import analytical_energy_mj, best_meter
+from hwnas.profilers.fingerprint import device_id, host_fingerprint, library_versions
+from hwnas.profilers.timing import TimingProtocol, summarise, time_runs
+from hwnas.registry import Registry
+
+BACKENDS: Registry = Registry("backend")
+
+
+def register_backend(name: str):
+    """Register a Backend subclass under `name`, which also becomes its `name` attribute."""
+
+    def decorator(cls):
+        cls.name = name
+        return BACKENDS.register(name)(cls)
+
+    return decorator
+
+
+class Backend(ABC):
+    name: str = ""
+    #: "cpu" or "gpu": which hardware the device id describes
+    kind: str = "cpu"
+    #: energy meters to try, in order; the analytical estimate is used when none is readable
+    energy_meters: tuple[str, ...] = ("rapl",)
+    #: Python distributions whose versions go into every measurement
+    libraries: tuple[str, ...] = ()
+
+    def __init__(self, threads: int = 1, **options: Any):
+        if int(threads) < 1:
+            raise HwnasError(f"threads={threads} is not accepted; give a positive thread count")
+        self.threads = int(threads)
+        self.options = options
+
+    # --- what a backend must say about itself -------------------------------------------------------------
+    def available(self) -> bool:
+        return self.why_unavailable() is None
+
+    @abstractmethod
+    def why_unavailable(self) -> str | None:
+        """None when the backend works here, else a short reason ("onnxruntime has no CUDA provider")."""
+
+    def hardware(self) -> dict[str, Any]:
+        """What determines speed: the host and the thread count (GPU backends add the GPU)."""
+        return {**host_fingerprint(), "threads": self.threads}
+
+    def fingerprint(self) -> dict[str, Any]:
+        return {**self.hardware(), "backend": self.name, "versions": library_versions(*self.libraries)}
+
+    def device_id(self) -> str:
+        return device_id(self.kind, self.hardware())
+
+    def device_name(self) -> str:
+        return f"{host_fingerprint()['cpu']} ({self.threads} thread{'s' if self.threads > 1 else ''})"
+
+    # --- measuring -------------------------------------------------------------------------------------------
+    @abstractmethod
+    def prepare(self, model: nn.Module, input_shape: Sequence[int], batch: int):
+        """Return (run, sync): `run()` performs one inference on a fixed input; `sync()` waits for the device
+        (None for synchronous backends)."""
+
+    def measure(
+        self, model: nn.Module, input_shape: Sequence[int], batch: int = 1, protocol: TimingProtocol | None = None
+    ) -> Measurement:
+        self.require()
+        run, sync = self.prepare(model.eval(), tuple(input_shape), int(batch))
+        return self._time(run, sync, model, input_shape, batch, protocol)
+
+    def _time(self, run, sync, model, input_shape, batch, protocol, extra=None) -> Measurement:
+        protocol = protocol or TimingProtocol()
+        meter = best_meter(self.energy_meters)
+        start_mj = meter.read_mj() if meter else 0.0
+        times = time_runs(run, protocol, sync)
+        if meter:
+            energy, method = (meter.read_mj() - start_mj) / len(times), meter.method
+        elif model is not None:
+            from hwnas.spaces.analysis import profile_model
+
+            prof = profile_model(model, input_shape)
+            energy, method = batch * analytical_energy_mj(prof.macs, prof.activation_bytes), "analytical-45nm"
+        else:
+            energy, method = None, None
+        return Measurement(
+            arch="", space="", device=self.device_id(), backend=self.name, input_shape=tuple(input_shape),
+            batch=int(batch), energy_mj=energy, energy_method=method, versions=library_versions(*self.libraries),
+            extra={"threads": self.threads, "protocol": protocol.__dict__, **(extra or {})}, **summarise(times),
+        )
+
+    def require(self) -> None:
+        why = self.why_unavailable()
+        if why:
+            raise HwnasError(f"backend {self.name!r} is not available here: {why}; see `hwnas devices`")
+
+
+def get_backend(name: str, threads: int = 1, require: bool = True, **options: Any) -> Backend:
+    import hwnas.profilers  # noqa: F401  (registers the built-in backends)
+
+    backend = BACKENDS.get(name)(threads=threads, **options)
+    if require:
+        backend.require()
+    return backend
+
+
+def available_backends() -> list[dict[str, Any]]:
+    """Every registered backend with whether it works here and, if not, why."""
+    import hwnas.profilers  # noqa: F401
+
+    out = []
+    for name in BACKENDS.names():
+        backend = BACKENDS.get(name)()
+        why = backend.why_unavailable()
+        out.append({"backend": name, "available": why is None, "why": why,
+                    "device": backend.device_name() if why is None else None,
+                    "device_id": backend.device_id() if why is None else None})
+    return out
+
+
+def random_input(input_shape: Sequence[int], batch: int, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).standard_normal((batch, *input_shape)).astype(np.float32)

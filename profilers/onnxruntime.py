@@ -1,0 +1,80 @@
+"""ONNX Runtime backends: the model is exported to ONNX and timed in a real InferenceSession."""
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import Sequence
+
+from torch import nn
+
+from hwnas.measurement import Measurement
+from hwnas.profilers.base import Backend, random_input, register_backend
+from hwnas.profilers.timing import TimingProtocol
+
+
+@register_backend("onnxruntime-cpu")
+class OnnxRuntimeCPU(Backend):
+    provider = "CPUExecutionProvider"
+    libraries = ("onnxruntime", "onnx", "torch")
+
+    def why_unavailable(self) -> str | None:
+        try:
+            import onnxruntime as ort
+        except ImportError as e:
+            return f"onnxruntime is not installed ({e})"
+        if self.provider not in ort.get_available_providers():
+            return f"onnxruntime has no {self.provider} (installed providers: {', '.join(ort.get_available_providers())})"
+        return None
+
+    def session(self, onnx_path: str | Path):
+        import onnxruntime as ort
+
+        from hwnas.export.onnx import load_onnx
+
+        load_onnx(onnx_path)  # a corrupt file is one clear line, not an ONNX Runtime traceback
+        opts = ort.SessionOptions()
+        # Fixed threads: latency depends on them, and they are part of the device id.
+        opts.intra_op_num_threads = self.threads
+        opts.inter_op_num_threads = 1
+        opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        opts.log_severity_level = 3
+        return ort.InferenceSession(str(onnx_path), sess_options=opts, providers=[self.provider])
+
+    def _runner(self, onnx_path, input_shape, batch):
+        sess = self.session(onnx_path)
+        name = sess.get_inputs()[0].name
+        feed = {name: random_input(input_shape, batch)}
+        return (lambda: sess.run(None, feed)), None
+
+    def prepare(self, model: nn.Module, input_shape: Sequence[int], batch: int):
+        from hwnas.export.onnx import export_onnx
+
+        with tempfile.TemporaryDirectory(prefix="hwnas-") as tmp:
+            path = export_onnx(model, input_shape, Path(tmp) / "model.onnx", exporter=self.options.get("exporter", "auto"))
+            return self._runner(path, input_shape, batch)  # the session holds the model in memory
+
+    def measure_onnx(
+        self, onnx_path: str | Path, input_shape: Sequence[int], batch: int = 1, protocol: TimingProtocol | None = None,
+        model: nn.Module | None = None,
+    ) -> Measurement:
+        """Time an exported file as deployed. `model` (the PyTorch original) only feeds the analytical energy
+        estimate when no energy counter is readable."""
+        self.require()
+        run, sync = self._runner(onnx_path, tuple(input_shape), int(batch))
+        return self._time(run, sync, model, input_shape, batch, protocol, extra={"onnx": str(onnx_path)})
+
+
+@register_backend("onnxruntime-cuda")
+class OnnxRuntimeCUDA(OnnxRuntimeCPU):
+    provider = "CUDAExecutionProvider"
+    kind = "gpu"
+    energy_meters = ("nvml",)
+
+    def hardware(self):
+        from hwnas.profilers.torch_backend import gpu_hardware
+
+        return {**super().hardware(), **gpu_hardware()}
+
+    def device_name(self) -> str:
+        return self.hardware().get("gpu", "CUDA GPU")

@@ -1,0 +1,71 @@
+"""The timing protocol: warm up, then time runs until the median is known to a target precision or a cap is hit."""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class TimingProtocol:
+    warmup_runs: int = 10
+    min_runs: int = 20
+    max_runs: int = 200
+    #: stop once the 95% confidence interval of the median is narrower than this fraction of the median, each side
+    target_rel_ci: float = 0.02
+    #: stop timing after this many seconds even if the target was not reached (n then says how many runs were made)
+    max_seconds: float = 2.0
+
+    @classmethod
+    def quick(cls) -> "TimingProtocol":
+        """For profiling many architectures and for tests: fewer runs, looser target."""
+        return cls(warmup_runs=5, min_runs=10, max_runs=60, target_rel_ci=0.05, max_seconds=0.5)
+
+    @classmethod
+    def thorough(cls) -> "TimingProtocol":
+        """For validating a deployed model against its budget."""
+        return cls(warmup_runs=20, min_runs=50, max_runs=1000, target_rel_ci=0.01, max_seconds=10.0)
+
+
+def median_ci_halfwidth(sorted_ms: np.ndarray) -> float:
+    """Half-width of a distribution-free 95% CI of the median (order statistics n/2 +- 1.96 sqrt(n)/2)."""
+    n = len(sorted_ms)
+    half = 1.96 * np.sqrt(n) / 2
+    lo, hi = int(max(0, np.floor(n / 2 - half))), int(min(n - 1, np.ceil(n / 2 + half)))
+    return float(sorted_ms[hi] - sorted_ms[lo]) / 2
+
+
+def time_runs(run: Callable[[], object], protocol: TimingProtocol, sync: Callable[[], None] | None = None) -> np.ndarray:
+    """Milliseconds per call of `run` (after `sync`, for asynchronous devices)."""
+    for _ in range(protocol.warmup_runs):
+        run()
+    if sync:
+        sync()
+    times: list[float] = []
+    started = time.perf_counter()
+    while len(times) < protocol.max_runs:
+        t0 = time.perf_counter()
+        run()
+        if sync:
+            sync()
+        times.append((time.perf_counter() - t0) * 1e3)
+        n = len(times)
+        if n >= protocol.min_runs and (n % 5 == 0):
+            s = np.sort(times)
+            if median_ci_halfwidth(s) <= protocol.target_rel_ci * float(np.median(s)):
+                break
+        if n >= protocol.min_runs and time.perf_counter() - started > protocol.max_seconds:
+            break
+    return np.asarray(times)
+
+
+def summarise(times_ms: np.ndarray) -> dict[str, float]:
+    return {
+        "latency_ms": float(np.median(times_ms)),
+        "latency_p10_ms": float(np.percentile(times_ms, 10)),
+        "latency_p90_ms": float(np.percentile(times_ms, 90)),
+        "latency_std_ms": float(np.std(times_ms)),
+        "runs": int(len(times_ms)),
+    }

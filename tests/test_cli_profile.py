@@ -1,0 +1,88 @@
+"""The spine's promises from the command line: resume after a kill, one clear line and exit 2 on bad input."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+from click.testing import CliRunner
+
+from hwnas.cli import cli
+from hwnas.store import Store
+
+SPACE = "nb201:C=4,N=1"
+
+
+def hwnas(*args: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "hwnas.cli", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+
+
+def test_profile_killed_partway_then_rerun_ends_with_exactly_n(tmp_path):
+    store_path = tmp_path / "m.db"
+    args = ["profile", "--space", SPACE, "--input-shape", "3x16x16", "--samples", "50", "--store", str(store_path), "--json"]
+    proc = hwnas(*args)
+    deadline = time.time() + 120
+    partial = 0
+    while time.time() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+        if store_path.exists():
+            partial = Store(store_path).count()
+            if partial >= 5:
+                break
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    interrupted = Store(store_path).count()
+    assert 5 <= interrupted < 50, "the run should have been killed partway"
+    done = subprocess.run([sys.executable, "-m", "hwnas.cli", *args], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    summary = json.loads(done.stdout)
+    store = Store(store_path)
+    rows = store.measurements()
+    assert len(rows) == 50 and len({m.arch for m in rows}) == 50
+    assert summary["already_stored"] == interrupted and summary["measured_now"] == 50 - interrupted
+
+
+@pytest.mark.parametrize("args, words", [
+    (["profile", "--space", "nosuch"], "unknown search space 'nosuch'; known: nb201"),
+    (["profile", "--space", SPACE, "--input-shape", "3x30x30"], "cannot be built by nb201"),
+    (["profile", "--space", SPACE, "--input-shape", "3xAx3"], "malformed input shape"),
+    (["profile", "--space", SPACE, "--arch", "|nor_conv_3x3~0|+|bogus~0|none~1|+|none~0|none~1|none~2|"],
+     "unknown operation 'bogus'"),
+    (["measurements", "export", "--csv", "out.csv", "--device", "nosuch"], "no device 'nosuch'"),
+    (["measurements", "import", "--csv", "missing.csv"], "no such CSV file"),
+])
+def test_bad_input_is_one_line_exit_2_and_store_unchanged(tmp_path, args, words):
+    store_path = tmp_path / "m.db"
+    runner = CliRunner()
+    with runner.isolated_filesystem(temp_dir=tmp_path):
+        seeded = runner.invoke(cli, ["profile", "--space", SPACE, "--input-shape", "3x16x16", "--samples", "2",
+                                     "--store", str(store_path), "--json"])
+        assert seeded.exit_code == 0, seeded.output
+        before = [(m.arch, m.latency_ms) for m in Store(store_path).measurements()]
+        result = runner.invoke(cli, [*args, "--store", str(store_path)])
+    assert result.exit_code == 2
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and words in lines[0] and "Traceback" not in result.output
+    assert [(m.arch, m.latency_ms) for m in Store(store_path).measurements()] == before
+
+
+def test_devices_json_lists_every_backend_with_a_reason():
+    result = CliRunner().invoke(cli, ["devices", "--json"])
+    assert result.exit_code == 0
+    data = json.loads(result.stdout)
+    names = {b["backend"] for b in data["backends"]}
+    assert {"onnxruntime-cpu", "torch-cpu", "torch-cuda"} <= names
+    assert all(b["available"] or b["why"] for b in data["backends"])
+
+
+def test_measurements_export_writes_the_stored_rows(tmp_path):
+    runner = CliRunner()
+    store = str(tmp_path / "m.db")
+    assert runner.invoke(cli, ["profile", "--space", SPACE, "--input-shape", "3x16x16", "--samples", "3", "--store", store,
+                               "--json"]).exit_code == 0
+    result = runner.invoke(cli, ["measurements", "export", "--csv", str(tmp_path / "o.csv"), "--store", store, "--json"])
+    assert result.exit_code == 0 and json.loads(result.stdout)["rows"] == 3
+    assert len((tmp_path / "o.csv").read_text().splitlines()) == 4

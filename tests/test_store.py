@@ -1,0 +1,65 @@
+import csv
+
+import pytest
+
+from hwnas import HwnasError, get_space
+from hwnas.measurement import Measurement
+from hwnas.store import Store
+
+
+def make(arch: str, latency: float = 1.0, **kw) -> Measurement:
+    base = dict(arch=arch, space="nb201:C=16,N=5,classes=10", device="cpu-x", backend="onnxruntime-cpu",
+                input_shape=(3, 32, 32), batch=1, latency_ms=latency, latency_p10_ms=latency * 0.9,
+                latency_p90_ms=latency * 1.1, latency_std_ms=0.01, runs=20)
+    base.update(kw)
+    return Measurement(**base)
+
+
+def test_one_row_per_key_and_replace(tmp_path):
+    store = Store(tmp_path / "s.db")
+    assert store.add(make("a", 1.0))
+    assert not store.add(make("a", 2.0))  # the same key: kept as it was
+    assert store.measurements()[0].latency_ms == 1.0
+    assert store.add(make("a", 3.0), replace=True)
+    assert [m.latency_ms for m in store.measurements()] == [3.0]
+    assert store.add(make("a", 1.0, batch=8)) and store.add(make("a", 1.0, input_shape=(3, 64, 64)))
+    assert store.count() == 3 and store.count(batch=8) == 1
+
+
+def test_persists_across_connections_and_exports_csv(tmp_path):
+    path = tmp_path / "nested" / "s.db"
+    Store(path).add(make("a", 1.5, energy_mj=0.2, energy_method="rapl", versions={"torch": "x"}))
+    store = Store(path)
+    m = store.measurements(arch="a")[0]
+    assert (m.latency_ms, m.energy_mj, m.energy_method, m.versions) == (1.5, 0.2, "rapl", {"torch": "x"})
+    assert store.export_csv(tmp_path / "out.csv") == 1
+    rows = list(csv.DictReader(open(tmp_path / "out.csv")))
+    assert rows[0]["arch"] == "a" and rows[0]["input_shape"] == "3x32x32"
+
+
+def test_bad_store_url_is_one_clear_line(tmp_path):
+    with pytest.raises(HwnasError, match="cannot open the measurement store"):
+        Store("nosuchdialect://x/y")
+
+
+def test_import_published_table_and_bad_rows_store_nothing(tmp_path, nb201_data):
+    space = get_space("nb201")
+    lines = open(nb201_data / "latency_ms.csv").read().splitlines()
+    good = tmp_path / "good.csv"
+    good.write_text("\n".join(lines[:21]) + "\n")
+    store = Store(tmp_path / "s.db")
+    check = lambda a: space.to_string(space.from_string(a))  # noqa: E731
+    added = store.import_table(good, space.spec, columns=["pixel3", "gold_6226"], validate_arch=check)
+    assert added == {"pixel3": 20, "gold_6226": 20}
+    assert store.resolve_device("pixel3") == "imported:pixel3"
+    assert store.import_table(good, space.spec, columns=["pixel3"], validate_arch=check) == {"pixel3": 0}
+    bad = tmp_path / "bad.csv"
+    bad.write_text("\n".join(lines[:5] + [lines[5].replace("nor_conv", "norconv", 1).replace("avg_pool", "avgpool", 1)]) + "\n")
+    before = store.count()
+    with pytest.raises(HwnasError, match="line 6"):
+        store.import_table(bad, space.spec, columns=["raspi4"], validate_arch=check)
+    with pytest.raises(HwnasError, match="no column"):
+        store.import_table(good, space.spec, columns=["nosuch"], validate_arch=check)
+    assert store.count() == before
+    with pytest.raises(HwnasError, match="no device 'nosuch'"):
+        store.resolve_device("nosuch")
