@@ -41,8 +41,8 @@ class RaplMeter(EnergyMeter):
 
     method = "rapl"
 
-    def __init__(self):
-        self.zones = [Path(p) for p in sorted(glob.glob("/sys/class/powercap/intel-rapl:[0-9]"))]
+    def __init__(self, root: str | Path = "/sys/class/powercap"):
+        self.zones = [Path(p) for p in sorted(glob.glob(str(Path(root) / "intel-rapl:[0-9]")))]
         self._last: dict[Path, int] = {}
         self._total_uj = 0.0
 
