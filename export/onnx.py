@@ -1,9 +1,10 @@
 """PyTorch -> ONNX. The TorchScript exporter takes ~0.2 s for an NB201 network on a 2-core CPU against ~3 s
-for the dynamo exporter, so "auto" uses TorchScript while this torch has it and dynamo otherwise."""
+for the dynamo exporter, so "auto" uses TorchScript and falls back to dynamo where it is gone or fails."""
 from __future__ import annotations
 
 import contextlib
 import io
+import logging
 import warnings
 from pathlib import Path
 from typing import Sequence
@@ -34,17 +35,14 @@ def export_onnx(
     path.parent.mkdir(parents=True, exist_ok=True)
     model = model.eval()
     example = torch.randn(1, *input_shape)
-    chosen = exporter
-    if chosen == "auto":
-        chosen = "torchscript" if hasattr(torch.onnx, "utils") or torch.__version__ < "2.9" else "dynamo"
-    if chosen == "torchscript":
+    if exporter in ("auto", "torchscript"):
         try:
             _export_torchscript(model, example, path, opset, dynamic_batch)
             return path
         except Exception:
             if exporter == "torchscript":
                 raise
-            chosen = "dynamo"  # auto: the legacy exporter is gone or failed; fall back
+            # auto: this torch no longer has the legacy exporter, or it failed on this model; fall back
     _export_dynamo(model, example, path, opset, dynamic_batch)
     return path
 
@@ -62,7 +60,8 @@ def _export_torchscript(model, example, path, opset, dynamic_batch) -> None:
 def _export_dynamo(model, example, path, opset, dynamic_batch) -> None:
     dynamic_shapes = ({0: torch.export.Dim("batch", min=1, max=4096)},) if dynamic_batch else None
     sink = io.StringIO()
-    with warnings.catch_warnings(), contextlib.redirect_stdout(sink):  # the exporter prints its own progress
+    # The exporter prints its progress on stdout and logs warnings (e.g. "torchvision is not installed") on stderr.
+    with warnings.catch_warnings(), contextlib.redirect_stdout(sink), quiet_loggers("torch", "onnxscript"):
         warnings.simplefilter("ignore")
         program = torch.onnx.export(
             # dynamo implements opset >= 18 only; asking for less triggers a lossy down-conversion
@@ -70,6 +69,20 @@ def _export_dynamo(model, example, path, opset, dynamic_batch) -> None:
             output_names=[OUTPUT_NAME], dynamic_shapes=dynamic_shapes,
         )
         program.save(str(path))
+
+
+@contextlib.contextmanager
+def quiet_loggers(*names: str, level: int = logging.ERROR):
+    """Raise the threshold of the named loggers (and their children) for the duration of the block."""
+    loggers = [logging.getLogger(n) for n in names]
+    previous = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(level)
+    try:
+        yield
+    finally:
+        for lg, lvl in zip(loggers, previous):
+            lg.setLevel(lvl)
 
 
 def load_onnx(path: str | Path):

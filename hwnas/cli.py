@@ -14,6 +14,9 @@ class UserError(click.ClickException):
 
 
 class HwnasGroup(click.Group):
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return list(self.commands)  # stage order (profile, fit, search, export), not alphabetical
+
     def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)
@@ -30,9 +33,11 @@ def cli() -> None:
 
 
 def _add_commands() -> None:
-    from hwnas.commands import profile
+    # One module per stage; the order here is the order `hwnas --help` lists them in.
+    from hwnas.commands import export, fit, profile, run, search
 
-    for command in (profile.devices, profile.profile, profile.measurements):
+    for command in (profile.devices, profile.profile, profile.measurements, fit.fit, fit.predict, search.search,
+                    export.export, export.validate, run.run):
         cli.add_command(command)
 
 

@@ -1,5 +1,37 @@
-"""Latency and energy predictors (installed as hwnas.predictors)."""
-from hwnas.predictors.base import PREDICTORS, Predictor, get_predictor, load_predictor, register_predictor
-from hwnas.predictors import mlp  # noqa: F401  (registers "mlp")
+"""Latency and energy predictors (installed as hwnas.predictors): encodings, regressors under one contract,
+metrics, few-shot transfer to a new device, active sampling, and the fit/predict front door."""
+from hwnas.predictors import boosted, ensemble, gcn, linear, mlp, transfer, trees  # noqa: F401  (register predictors)
+from hwnas.predictors.active import select_active
+from hwnas.predictors.api import (
+    fit_from_csv,
+    fit_from_store,
+    fit_predictor,
+    predict_archs,
+    predict_csv,
+    save_predictor,
+)
+from hwnas.predictors.base import (
+    FORMAT_VERSION,
+    PREDICTORS,
+    Predictor,
+    build_predictor,
+    get_predictor,
+    load_predictor,
+    register_predictor,
+)
+from hwnas.predictors.encodings import ENCODINGS, encode_archs, register_encoding
+from hwnas.predictors.ensemble import EnsemblePredictor
+from hwnas.predictors.linear import (
+    LinearCostPredictor,
+    LookupTablePredictor,
+    lookup_from_profiling,
+)
+from hwnas.predictors.metrics import regression_metrics
+from hwnas.predictors.transfer import TransferPredictor, pretrain_transfer
 
-__all__ = ["PREDICTORS", "Predictor", "get_predictor", "load_predictor", "register_predictor"]
+__all__ = [
+    "ENCODINGS", "EnsemblePredictor", "FORMAT_VERSION", "LinearCostPredictor", "LookupTablePredictor", "PREDICTORS",
+    "Predictor", "TransferPredictor", "build_predictor", "encode_archs", "fit_from_csv", "fit_from_store", "fit_predictor",
+    "get_predictor", "load_predictor", "lookup_from_profiling", "predict_archs", "predict_csv", "pretrain_transfer",
+    "register_encoding", "register_predictor", "regression_metrics", "save_predictor", "select_active",
+]

@@ -1,7 +1,10 @@
 """The predictor contract: fit/predict on encoded architectures, saved as parameters (never pickles).
 
-A predictor file is one `.npz` (read with allow_pickle=False): its arrays, plus a JSON `meta` entry with the
-predictor's name, settings, format version and the caller's metadata (space, target, device, metrics...).
+A predictor file is one `.npz` (read with allow_pickle=False): its fitted arrays, plus a JSON `meta` entry with
+the predictor's name, settings, encoding, format version, the library versions that wrote it and the caller's
+metadata (space, target, device, training size, held-out metrics...). Because only parameters are stored (tree
+arrays, weights, coefficients) and prediction is this package's own code, a file keeps loading after a
+scikit-learn or torch upgrade; a file from a newer or unknown format is one clear HwnasError.
 """
 from __future__ import annotations
 
@@ -21,15 +24,33 @@ register_predictor = PREDICTORS.register
 FORMAT_VERSION = 1
 
 
+def library_versions() -> dict[str, str]:
+    """Versions recorded in every predictor file (informative: loading never depends on them)."""
+    import platform
+
+    import sklearn
+    import torch
+
+    from hwnas import __version__ as hwnas_version
+
+    return {"hwnas": hwnas_version, "python": platform.python_version(), "numpy": np.__version__,
+            "torch": torch.__version__, "scikit-learn": sklearn.__version__}
+
+
 class Predictor(ABC):
     name: str = ""
     #: True when `torch_module()` gives a differentiable map from encodings to predictions.
     differentiable: bool = False
+    #: the encoding (see hwnas.predictors.encodings) used when the caller names none.
+    default_encoding: str = "onehot"
+    #: whether targets are fitted in log space unless the caller says otherwise.
+    default_log_target: bool = True
 
-    def __init__(self, log_target: bool = True, seed: int = 0, **settings: Any):
-        self.log_target = log_target
+    def __init__(self, log_target: bool | None = None, seed: int = 0, **settings: Any):
+        self.log_target = self.default_log_target if log_target is None else bool(log_target)
         self.seed = seed
         self.settings = settings
+        self.encoding = self.default_encoding
         self.metadata: dict[str, Any] = {}
 
     # Targets are fitted in log space by default: latencies span orders of magnitude and errors are relative.
@@ -52,48 +73,83 @@ class Predictor(ABC):
     # --- persistence: parameters only -------------------------------------------------------------------------
     @abstractmethod
     def get_arrays(self) -> dict[str, np.ndarray]:
-        """Everything fitted, as named float arrays."""
+        """Everything fitted, as named numeric arrays."""
 
     @abstractmethod
     def set_arrays(self, arrays: dict[str, np.ndarray]) -> None: ...
 
+    def describe(self) -> dict[str, Any]:
+        """What `load_predictor` needs to rebuild this predictor before `set_arrays` (JSON only)."""
+        return {"predictor": self.name, "log_target": self.log_target, "seed": self.seed,
+                "settings": self.settings, "encoding": self.encoding}
+
     def save(self, path: str | Path, metadata: dict[str, Any] | None = None) -> Path:
         if metadata:
             self.metadata.update(metadata)
-        meta = {
-            "format_version": FORMAT_VERSION, "predictor": self.name, "log_target": self.log_target,
-            "seed": self.seed, "settings": self.settings, "metadata": self.metadata,
-        }
+        meta = {"format_version": FORMAT_VERSION, **self.describe(), "versions": library_versions(),
+                "metadata": self.metadata}
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
+        arrays = self.get_arrays()
         with open(path, "wb") as f:  # a file object keeps numpy from appending ".npz" to the caller's name
-            np.savez(f, __meta__=np.array(json.dumps(meta, default=str)), **self.get_arrays())
+            np.savez(f, __meta__=np.array(json.dumps(meta, default=str)), **arrays)
         return path
 
 
+def build_predictor(description: dict[str, Any]) -> Predictor:
+    """A fresh predictor from `describe()`'s dictionary (also used for ensemble members)."""
+    import hwnas.predictors  # noqa: F401  (registers the built-in predictors)
+
+    predictor = PREDICTORS.get(description["predictor"])(
+        log_target=description.get("log_target"), seed=description.get("seed", 0), **description.get("settings", {}))
+    predictor.encoding = description.get("encoding") or predictor.default_encoding
+    return predictor
+
+
 def load_predictor(path: str | Path) -> Predictor:
-    """Load a predictor file; a missing, foreign or newer-format file is one clear HwnasError."""
+    """Load a predictor file; a missing, foreign, tampered or newer-format file is one clear HwnasError."""
     p = Path(path)
     if not p.is_file():
         raise HwnasError(f"no predictor file at {path}; create one with `hwnas fit`")
+    import zipfile
+
+    if not zipfile.is_zipfile(p):
+        raise HwnasError(f"{path} is not an hwnas predictor file (not an .npz archive); create one with `hwnas fit`")
     try:
         with np.load(p, allow_pickle=False) as z:
             meta = json.loads(str(z["__meta__"]))
             arrays = {k: z[k] for k in z.files if k != "__meta__"}
     except Exception as e:  # zipfile, ValueError, KeyError: all mean "not one of ours"
         raise HwnasError(f"{path} is not an hwnas predictor file ({type(e).__name__}: {e})") from None
+    if not isinstance(meta, dict):
+        raise HwnasError(f"{path} is not an hwnas predictor file (its metadata is not a JSON object)")
     version = meta.get("format_version")
-    if version != FORMAT_VERSION:
+    if not isinstance(version, int) or version > FORMAT_VERSION or version < 1:
+        written = (meta.get("versions") or {}).get("hwnas", "an unknown version")
         raise HwnasError(
-            f"{path} has predictor format {version}, this hwnas reads format {FORMAT_VERSION}; refit it with `hwnas fit`"
+            f"{path} has predictor format {version!r} (written by hwnas {written}); this hwnas reads formats "
+            f"1..{FORMAT_VERSION}: upgrade hwnas or refit it with `hwnas fit`"
         )
-    predictor = PREDICTORS.get(meta["predictor"])(log_target=meta["log_target"], seed=meta["seed"], **meta["settings"])
-    predictor.set_arrays(arrays)
+    try:
+        predictor = build_predictor(meta)
+        predictor.set_arrays(arrays)
+    except HwnasError as e:
+        raise HwnasError(f"{path}: {e}") from None
+    except Exception as e:  # missing or misshapen arrays: a damaged or hand-edited file
+        raise HwnasError(f"{path} is a damaged predictor file ({type(e).__name__}: {e}); refit it with `hwnas fit`") from None
     predictor.metadata = meta.get("metadata", {})
+    predictor.metadata.setdefault("versions", meta.get("versions", {}))
     return predictor
 
 
-def get_predictor(name: str, **settings: Any) -> Predictor:
+def get_predictor(name: str, encoding: str | None = None, **settings: Any) -> Predictor:
+    """A new predictor by registry name; `encoding` overrides its default encoding."""
     import hwnas.predictors  # noqa: F401  (registers the built-in predictors)
 
-    return PREDICTORS.get(name)(**settings)
+    predictor = PREDICTORS.get(name)(**settings)
+    if encoding is not None:
+        from hwnas.predictors.encodings import ENCODINGS
+
+        ENCODINGS.get(encoding)  # fails early with the known names
+        predictor.encoding = encoding
+    return predictor

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from torch import nn
-
 from hwnas.predictors.base import Predictor, register_predictor
+from hwnas.predictors.training import standardise, train_regressor
+from torch import nn
 
 
 class MLPModule(nn.Module):
@@ -33,39 +33,29 @@ class MLPModule(nn.Module):
 
 @register_predictor("mlp")
 class MLPPredictor(Predictor):
+    """settings: hidden, layers, epochs, lr, weight_decay; rank_weight > 0 adds ReNAS's pairwise ranking loss."""
+
     name = "mlp"
     differentiable = True
 
-    def __init__(self, log_target: bool = True, seed: int = 0, hidden: int = 128, layers: int = 3,
-                 epochs: int = 300, lr: float = 3e-3, weight_decay: float = 1e-4, **settings):
+    def __init__(self, log_target: bool | None = None, seed: int = 0, hidden: int = 128, layers: int = 3,
+                 epochs: int = 300, lr: float = 3e-3, weight_decay: float = 1e-4, rank_weight: float = 0.0, **settings):
         super().__init__(log_target, seed, hidden=hidden, layers=layers, epochs=epochs, lr=lr,
-                         weight_decay=weight_decay, **settings)
+                         weight_decay=weight_decay, rank_weight=rank_weight, **settings)
         self.module: MLPModule | None = None
 
     def fit(self, X: np.ndarray, y: np.ndarray) -> "MLPPredictor":
         s = self.settings
-        g = torch.Generator().manual_seed(self.seed)
         torch.manual_seed(self.seed)
         X_t = torch.as_tensor(np.asarray(X, np.float32))
-        t = torch.as_tensor(self._to_target(y), dtype=torch.float32)
+        t = self._to_target(y)
         self.module = MLPModule(X_t.shape[1], s["hidden"], s["layers"], self.log_target)
-        self.module.y_mean.fill_(float(t.mean()))
-        self.module.y_std.fill_(float(t.std()) if len(t) > 1 and float(t.std()) > 0 else 1.0)
-        target = (t - self.module.y_mean) / self.module.y_std
-        opt = torch.optim.AdamW(self.module.parameters(), lr=s["lr"], weight_decay=s["weight_decay"])
-        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, s["epochs"])
-        batch = min(256, len(X_t))
-        self.module.train()
-        for _ in range(s["epochs"]):
-            order = torch.randperm(len(X_t), generator=g)
-            for i in range(0, len(X_t), batch):
-                idx = order[i:i + batch]
-                loss = nn.functional.mse_loss(self.module.normalised(X_t[idx]), target[idx])
-                opt.zero_grad()
-                loss.backward()
-                opt.step()
-            sched.step()
-        self.module.eval()
+        mean, std = standardise(t)
+        self.module.y_mean.fill_(mean)
+        self.module.y_std.fill_(std)
+        target = torch.as_tensor((t - mean) / std, dtype=torch.float32)
+        train_regressor(self.module, self.module.normalised, X_t, target, s["epochs"], s["lr"], s["weight_decay"],
+                        self.seed, s.get("rank_weight", 0.0))
         return self
 
     def predict(self, X: np.ndarray) -> np.ndarray:

@@ -1,0 +1,206 @@
+"""Latency predictors on NAS-Bench-201's published latencies (six devices, 15,625 cells).
+
+For every device column and n in {10, 20, 50, 100, 500}: train on n random architectures (5 seeds), evaluate on
+all the others (MAPE, within ±5%/±10%, Spearman, Kendall; rows below 5% of the median latency are left out of the
+relative metrics only, see hwnas.predictors.metrics). Then few-shot transfer: leave one device out, pretrain on
+the other five, adapt with k=10 of its measurements (5 seeds), against `linear-cost` fitted from scratch on the
+same k=10. Prints tables, writes bench/results/predictors.json and bench/results/predictors.png.
+
+    python bench/predictors.py            # the full run (a few minutes on one core)
+    python bench/predictors.py --quick    # fewer sizes, seeds and methods (about a minute)
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+from hwnas.predictors import (
+    encode_archs,
+    get_predictor,
+    pretrain_transfer,
+    regression_metrics,
+)
+from hwnas.predictors.plots import plot_predicted_vs_measured
+
+from hwnas.spaces import get_space
+
+RESULTS = Path(__file__).resolve().parent / "results"
+SIZES = (10, 20, 50, 100, 500)
+#: method -> (registered predictor, settings); each reads its predictor's default encoding
+METHODS = {
+    "linear-cost": ("linear-cost", {}),
+    "cost-gbt": ("cost-gbt", {}),
+    "lookup": ("lookup", {}),
+    "gbt": ("gbt", {}),
+    "mlp": ("mlp", {}),
+}
+QUICK_METHODS = ("linear-cost", "cost-gbt")
+GOALS = {"n": 100, "within_10": 0.99, "spearman": 0.99, "transfer_k": 10, "transfer_spearman": 0.95}
+KEYS = ("mape", "within_5", "within_10", "spearman", "kendall")
+
+
+def shared_data() -> Path:
+    default = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+    return Path(os.environ.get("HWNAS_SHARED_DATA", default)) / "nb201" / "latency_ms.csv"
+
+
+def load(path: Path):
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    space = get_space("nb201")
+    archs = [space.from_string(r["arch"]) for r in rows]
+    devices = [c for c in rows[0] if c not in ("index", "arch")]
+    return space, archs, devices, np.array([[float(r[d]) for d in devices] for r in rows])
+
+
+def mean_metrics(runs: list[dict]) -> dict:
+    return {k: float(np.mean([r[k] for r in runs])) for k in KEYS} | {"seeds": len(runs)}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="n in {10, 20, 100}, 2 seeds, linear-cost and cost-gbt only")
+    ap.add_argument("--methods", default=None, help=f"comma-separated subset of {', '.join(METHODS)}")
+    ap.add_argument("--seeds", type=int, default=None)
+    ap.add_argument("--transfer-rows", type=int, default=None,
+                    help="pretraining rows per source device (default: all; --quick: 3000)")
+    args = ap.parse_args()
+    torch.set_num_threads(1)
+    warnings.filterwarnings("ignore", category=UserWarning)
+    from rich.console import Console
+    from rich.progress import Progress
+    from rich.table import Table
+
+    console = Console(width=150)
+    path = shared_data()
+    if not path.is_file():
+        raise SystemExit(f"published NAS-Bench-201 latencies not found at {path} (set HWNAS_SHARED_DATA)")
+    sizes = (10, 20, 100) if args.quick else SIZES
+    seeds = args.seeds or (2 if args.quick else 5)
+    methods = args.methods.split(",") if args.methods else (QUICK_METHODS if args.quick else tuple(METHODS))
+    transfer_rows = args.transfer_rows or (3000 if args.quick else None)
+    started = time.perf_counter()
+
+    space, archs, devices, Y = load(path)
+    encodings = {get_predictor(METHODS[m][0]).encoding for m in methods} | {"features", "cost"}
+    X = {e: encode_archs(space, archs, e) for e in encodings}
+    results: dict = {"sizes": list(sizes), "seeds": seeds, "methods": list(methods), "devices": devices,
+                     "goals": GOALS, "fit": {}, "transfer": {}}
+    plot_points: dict = {}
+
+    with Progress(console=console, transient=True) as progress:
+        task = progress.add_task("fitting", total=len(devices) * len(sizes) * seeds * len(methods))
+        for j, device in enumerate(devices):
+            for n in sizes:
+                for method in methods:
+                    name, settings = METHODS[method]
+                    runs = []
+                    for seed in range(seeds):
+                        order = np.random.default_rng(seed).permutation(len(Y))
+                        train, test = order[:n], order[n:]
+                        p = get_predictor(name, seed=seed, **settings)
+                        pred = p.fit(X[p.encoding][train], Y[train, j]).predict(X[p.encoding][test])
+                        runs.append(regression_metrics(Y[test, j], pred))
+                        if seed == 0 and n == 100:
+                            plot_points[(device, method)] = (Y[test, j], pred)
+                        progress.advance(task)
+                    results["fit"].setdefault(device, {}).setdefault(str(n), {})[method] = mean_metrics(runs)
+
+        k = GOALS["transfer_k"]
+        task = progress.add_task("transfer", total=len(devices))
+        F = X["features"]
+        for j, device in enumerate(devices):
+            rows = np.random.default_rng(100).permutation(len(Y))[:transfer_rows]
+            sources = {d: (F[rows], Y[rows, i]) for i, d in enumerate(devices) if i != j}
+            body = pretrain_transfer(sources, seed=0, epochs=30)
+            adapted, scratch = [], []
+            for seed in range(seeds):
+                order = np.random.default_rng(seed).permutation(len(Y))
+                shots, test = order[:k], order[k:]
+                pred = body.fit(F[shots], Y[shots, j]).predict(F[test])
+                adapted.append(regression_metrics(Y[test, j], pred))
+                if seed == 0:
+                    plot_points[(device, "transfer")] = (Y[test, j], pred)
+                lc = get_predictor("linear-cost", seed=seed)
+                scratch.append(regression_metrics(
+                    Y[test, j], lc.fit(X["cost"][shots], Y[shots, j]).predict(X["cost"][test])))
+            results["transfer"][device] = {"transfer": mean_metrics(adapted), "linear-cost-scratch": mean_metrics(scratch)}
+            progress.advance(task)
+
+    # Best method per device and n (highest mean within ±10%, ties by Spearman).
+    best = {}
+    for device in devices:
+        for n in sizes:
+            cells = results["fit"][device][str(n)]
+            method = max(cells, key=lambda m: (cells[m]["within_10"], cells[m]["spearman"]))
+            best.setdefault(device, {})[str(n)] = {"method": method, **cells[method]}
+    results["best"] = best
+    results["seconds"] = round(time.perf_counter() - started, 1)
+
+    t = Table(title=f"Best predictor per device and training size (mean of {seeds} seeds; within ±10% / Spearman)",
+              title_justify="left")
+    t.add_column("device")
+    for n in sizes:
+        t.add_column(f"n={n}")
+    for device in devices:
+        t.add_row(device, *[f"{b['method']}\n{b['within_10']:.3f} / {b['spearman']:.4f}"
+                            for b in (best[device][str(n)] for n in sizes)])
+    console.print(t)
+
+    n_goal = str(GOALS["n"]) if str(GOALS["n"]) in results["fit"][devices[0]] else str(sizes[-1])
+    t = Table(title=f"All methods at n={n_goal}: within ±10% / Spearman / MAPE %", title_justify="left")
+    t.add_column("device")
+    for m in methods:
+        t.add_column(m)
+    for device in devices:
+        cells = results["fit"][device][n_goal]
+        t.add_row(device, *[f"{c['within_10']:.3f} / {c['spearman']:.4f} / {c['mape']:.1f}"
+                            for c in (cells[m] for m in methods)])
+    console.print(t)
+
+    t = Table(title=f"Few-shot transfer, k={k} samples of the left-out device (within ±10% / Spearman / MAPE %)",
+              title_justify="left")
+    for c in ("left-out device", "transfer (pretrained on the other 5)", "linear-cost from scratch"):
+        t.add_column(c)
+    for device in devices:
+        r = results["transfer"][device]
+        t.add_row(device, *[f"{c['within_10']:.3f} / {c['spearman']:.4f} / {c['mape']:.1f}"
+                            for c in (r["transfer"], r["linear-cost-scratch"])])
+    mean_sp = float(np.mean([results["transfer"][d]["transfer"]["spearman"] for d in devices]))
+    mean_lc = float(np.mean([results["transfer"][d]["linear-cost-scratch"]["spearman"] for d in devices]))
+    results["transfer_mean_spearman"] = {"transfer": mean_sp, "linear-cost-scratch": mean_lc}
+    t.add_row("mean Spearman", f"{mean_sp:.4f}", f"{mean_lc:.4f}")
+    console.print(t)
+
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "predictors.json").write_text(json.dumps(results, indent=2))
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(2, len(devices), figsize=(3.2 * len(devices), 6.6))
+    for j, device in enumerate(devices):
+        method = best[device].get("100", best[device][str(sizes[-1])])["method"]
+        for row, key in enumerate([(device, method), (device, "transfer")]):
+            if key in plot_points:
+                y, p = plot_points[key]
+                m = regression_metrics(y, p)
+                label = f"{method}, n=100" if row == 0 else f"transfer, k={k}"
+                plot_predicted_vs_measured(y, p, None, f"{device}: {label}\n±10% {m['within_10']:.1%}, "
+                                           f"ρ {m['spearman']:.3f}", "ms", ax=axes[row, j])
+    fig.tight_layout()
+    fig.savefig(RESULTS / "predictors.png", dpi=110)
+    console.print(f"wrote {RESULTS / 'predictors.json'} and {RESULTS / 'predictors.png'} "
+                  f"({results['seconds']:.0f} s)")
+
+
+if __name__ == "__main__":
+    main()

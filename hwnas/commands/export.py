@@ -1,0 +1,207 @@
+"""`hwnas export` and `hwnas validate`: a deployable bundle, checked against PyTorch and measured on the device."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import click
+
+from hwnas.commands.common import (console, emit_json, fmt, json_option, open_store, parse_shape, run_dir_option,
+                                   store_option, table)
+from hwnas.errors import HwnasError
+from hwnas.export import INT8_MODES, TENSORRT_PRECISIONS, export_bundle, validate_bundle
+from hwnas.profilers import BACKENDS, TimingProtocol
+
+PROTOCOLS = {"quick": TimingProtocol.quick, "default": TimingProtocol, "thorough": TimingProtocol.thorough}
+
+
+def budget_options(f):
+    f = click.option("--budget-mj", type=click.FloatRange(min=0, min_open=True), default=None,
+                     help="Energy budget in mJ per inference.")(f)
+    f = click.option("--budget-ms", type=click.FloatRange(min=0, min_open=True), default=None,
+                     help="Latency budget in ms (median, batch 1 unless --batch).")(f)
+    return f
+
+
+def check_options(f):
+    f = click.option("--atol", type=click.FloatRange(min=0), default=None,
+                     help="Absolute tolerance of ONNX vs PyTorch outputs [export: 1e-4; validate: the bundle's].")(f)
+    f = click.option("--rtol", type=click.FloatRange(min=0), default=None,
+                     help="Relative tolerance (element passes when |diff| <= atol + rtol*|reference|) "
+                          "[export: 1e-3; validate: the bundle's].")(f)
+    f = click.option("--protocol", default="default", show_default=True, type=click.Choice(list(PROTOCOLS)),
+                     help="Timing protocol of the measurement.")(f)
+    f = click.option("--threads", default=None, type=click.IntRange(min=1),
+                     help="Intra-op threads of the backend [export: 1; validate: the bundle's].")(f)
+    return f
+
+
+@click.command()
+@click.option("--space", default=None, metavar="NAME[:K=V,...]",
+              help="Search space, e.g. nb201:C=8,N=1,classes=10 [default: the search result's, else nb201].")
+@click.option("--arch", default=None, metavar="ARCH", help="Architecture: canonical string or index in the space.")
+@click.option("--from-search", "from_search", type=click.Path(dir_okay=False), default=None, metavar="RESULT.json",
+              help="Take space, architecture, budgets, predicted cost and accuracy from a search result "
+                   "(`hwnas search --json` output); --space/--arch/--budget-* override.")
+@click.option("--weights", type=click.Path(dir_okay=False), default=None, metavar="WEIGHTS.pt",
+              help="Trained state_dict (torch.save) of the architecture. Default: random init with BatchNorm "
+                   "statistics calibrated on the inputs, enough to check the export, not to deploy.")
+@click.option("--input-shape", default=None, metavar="CxHxW",
+              help="Input of one sample, e.g. 3x32x32 [default: the dataset's, else the space's].")
+@click.option("--dataset", default=None, metavar="NAME|PATH",
+              help="Real samples (digits, synthetic, a CIFAR-10 folder, an .npz with x and y): parity inputs, int8 "
+                   "calibration and int8 accuracy change. Default: seeded random inputs only.")
+@click.option("--int8", type=click.Choice(INT8_MODES), is_flag=False, flag_value="static", default=None,
+              help="Also write model.int8.onnx with ONNX Runtime quantisation: static (calibrated, QDQ; the default "
+                   "when --int8 has no value) or dynamic.")
+@click.option("--tensorrt", is_flag=True,
+              help="Also build a TensorRT engine (needs an NVIDIA GPU and TensorRT 10; skipped with the reason otherwise).")
+@click.option("--tensorrt-precision", default="fp16", show_default=True, type=click.Choice(TENSORRT_PRECISIONS),
+              help="Engine precision; int8 is built from the static int8 model (needs --int8 static).")
+@budget_options
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None,
+              help="Bundle folder [default: RUN_DIR/export]. An existing bundle there is replaced once the new one is complete.")
+@click.option("--backend", "backend_name", default="onnxruntime-cpu", show_default=True,
+              type=click.Choice(BACKENDS.names()), help="Backend that measures the exported model; see `hwnas devices`.")
+@check_options
+@click.option("--batch", default=1, show_default=True, type=click.IntRange(min=1), help="Batch size measured.")
+@click.option("--seed", default=0, show_default=True, help="Seed of the random weights and parity inputs.")
+@run_dir_option
+@store_option
+@json_option
+def export(space, arch, from_search, weights, input_shape, dataset, int8, tensorrt, tensorrt_precision, budget_ms,
+           budget_mj, out_dir, backend_name, threads, protocol, rtol, atol, batch, seed, run_dir, store_url, as_json):
+    """Export an architecture as a deployable bundle: ONNX (optionally int8 and a TensorRT engine), weights,
+    parity inputs and a manifest with SHA-256 hashes, parity figures, predicted vs measured latency/energy and
+    budget pass/fail on this device.
+
+    Exit status: 0 when parity and every budget pass, 1 when one fails (the bundle is still written, with
+    the failure in its manifest), 2 on bad input (nothing written). With --store the measurement of the
+    exported model is also kept in the store."""
+    result = _search_result(from_search) if from_search else {}
+    space = space or result.get("space") or "nb201"
+    arch = arch if arch is not None else result.get("arch")
+    if arch is None:
+        raise HwnasError("no architecture given; pass --arch ARCH (canonical string or index) or --from-search RESULT.json")
+    if isinstance(arch, str) and arch.strip().isdigit():
+        arch = int(arch)
+    from hwnas.spaces import get_space
+
+    s = get_space(space)
+    data = _load_samples(dataset) if dataset else None
+    if input_shape:
+        shape = s.check_input_shape(parse_shape(input_shape))
+        if data and tuple(data[0].shape[1:]) != shape:
+            raise HwnasError(f"--dataset {dataset} has samples of shape {'x'.join(map(str, data[0].shape[1:]))}, "
+                             f"--input-shape is {input_shape}; drop --input-shape or make them agree")
+    else:
+        shape = s.check_input_shape(data[0].shape[1:] if data else s.default_input_shape)
+    model = None
+    if weights:
+        from hwnas.export import load_weights_into
+
+        a = s.arch_at(arch) if isinstance(arch, int) else s.from_string(arch)
+        model = load_weights_into(s, a, shape, weights)
+    budgets = dict(result.get("budgets") or {})
+    budgets.update({k: v for k, v in (("latency_ms", budget_ms), ("energy_mj", budget_mj)) if v is not None})
+    manifest = export_bundle(
+        s, arch, Path(out_dir) if out_dir else Path(run_dir) / "export", model=model, input_shape=shape,
+        int8=int8 or False, inputs=None if data is None else data[0], labels=None if data is None else data[1],
+        tensorrt=tensorrt, tensorrt_precision=tensorrt_precision, predicted=result.get("predicted"),
+        accuracy=result.get("test_accuracy"), budgets=budgets, backend=backend_name, threads=threads or 1,
+        batch=batch, rtol=1e-3 if rtol is None else rtol, atol=1e-4 if atol is None else atol,
+        protocol=PROTOCOLS[protocol](), seed=seed, store=open_store(store_url, run_dir) if store_url else None)
+    bundle = str(Path(out_dir or Path(run_dir) / "export").resolve())
+    if as_json:
+        emit_json({"bundle": bundle, **manifest})
+    else:
+        console.print(_summary_table(f"Bundle {bundle}", manifest))
+    if not manifest["passed"]:
+        raise SystemExit(1)
+
+
+@click.command()
+@click.argument("bundle_dir", type=click.Path())
+@click.option("--backend", "backend_name", default=None, type=click.Choice(BACKENDS.names()),
+              help="Backend that re-measures the model [default: the bundle's if it works here, else onnxruntime-cpu].")
+@check_options
+@budget_options
+@click.option("--batch", default=1, show_default=True, type=click.IntRange(min=1), help="Batch size measured.")
+@click.option("--no-measure", is_flag=True, help="Check hashes and parity only; do not time the model.")
+@json_option
+def validate(bundle_dir, backend_name, threads, protocol, rtol, atol, budget_ms, budget_mj, batch, no_measure, as_json):
+    """Re-check a bundle written by `hwnas export`, here and now: file hashes, the ONNX checker, ONNX Runtime
+    against PyTorch (rebuilt from weights.pt, else the outputs recorded at export) on the bundle's parity
+    inputs, and a fresh measurement against the budgets (the bundle's, or --budget-ms/--budget-mj).
+
+    Exit status: 0 when everything passes, 1 when a hash, parity or budget check fails, 2 when the bundle
+    cannot be checked at all (missing or corrupt manifest or ONNX file, backend not available here)."""
+    budgets = {k: v for k, v in (("latency_ms", budget_ms), ("energy_mj", budget_mj)) if v is not None} or None
+    report = validate_bundle(bundle_dir, backend=backend_name, threads=threads, batch=batch, rtol=rtol, atol=atol,
+                             budgets=budgets, protocol=PROTOCOLS[protocol](), measure=not no_measure)
+    if as_json:
+        emit_json(report)
+    else:
+        console.print(_summary_table(f"Validated {report['bundle']}", report))
+    if not report["passed"]:
+        raise SystemExit(1)
+
+
+def _search_result(path: str) -> dict[str, Any]:
+    p = Path(path)
+    if not p.is_file():
+        raise HwnasError(f"no search result at {path}; give the JSON written by `hwnas search --json`")
+    try:
+        result = json.loads(p.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise HwnasError(f"{path} is not valid JSON ({e}); give the JSON written by `hwnas search --json`") from None
+    if isinstance(result, dict) and isinstance(result.get("result"), dict):
+        result = result["result"]
+    if not isinstance(result, dict) or not isinstance(result.get("arch"), str):
+        raise HwnasError(f"{path} has no 'arch' string; give the JSON written by `hwnas search --json`")
+    return result
+
+
+def _load_samples(dataset: str, limit: int = 256):
+    """(inputs, labels) from the dataset's test split, at most `limit` of them."""
+    from hwnas.data import load_dataset
+
+    d = load_dataset(dataset, seed=0)
+    return d.x_test[:limit].numpy(), d.y_test[:limit].numpy()
+
+
+def _summary_table(title: str, r: dict[str, Any]):
+    rows: list[list[Any]] = [["architecture", f"{r['arch']} ({r['space']})"]]
+    parity = r.get("parity") or {}
+    for kind in ("random", "smooth", "real"):
+        if kind in parity:
+            p = parity[kind]
+            rows.append([f"ONNX vs PyTorch ({kind}, {p['samples']})",
+                         f"{'ok' if p['passed'] else 'FAIL'}: max abs {p['max_abs_error']:.2g}, max rel "
+                         f"{p['max_rel_error']:.2g}, top-1 agree {100 * p['top1_agreement']:.0f}% "
+                         f"({p['reference_top1_classes']} classes predicted)"])
+    q = r.get("int8_parity")
+    if q:
+        delta = "" if q.get("accuracy_delta") is None else f", accuracy change {100 * q['accuracy_delta']:+.1f} points"
+        rows.append([f"int8 ({q['mode']})", f"top-1 agreement with float {100 * q['top1_agreement']:.0f}%{delta}"])
+    trt = r.get("tensorrt_parity") or r.get("tensorrt")
+    if trt and trt.get("skipped"):
+        rows.append(["TensorRT", f"skipped: {trt['skipped']}"])
+    elif r.get("tensorrt_parity"):
+        t = r["tensorrt_parity"]
+        rows.append([f"TensorRT ({t.get('precision')})", f"max abs vs ONNX {t['max_abs_error']:.2g}, "
+                                                          f"top-1 agree {100 * t['top1_agreement']:.0f}%"])
+    m = r.get("measured") or {}
+    if m:
+        rows.append([f"measured ({m['backend']}, {m['device_name']})",
+                     f"{fmt(m['latency_ms'])} ms, {fmt(m['energy_mj'])} mJ ({m['energy_method']})"])
+    for key, b in (r.get("budget_check") or {}).items():
+        pe = (r.get("prediction_error") or {}).get(key)
+        pred = "" if not pe or pe.get("error_pct") is None else f" (predicted {pe['predicted']:.4g}, {pe['error_pct']:+.0f}%)"
+        rows.append([f"budget {key}", f"{'ok' if b['passed'] else 'OVER'}: measured {fmt(b['measured'])}, budget {b['budget']:g}{pred}"])
+    changed = {n: s for n, s in (r.get("hashes") or {}).items() if s != "ok"}
+    if "hashes" in r:
+        rows.append(["file hashes", "ok" if not changed else ", ".join(f"{n} {s}" for n, s in changed.items())])
+    rows.append(["result", "PASSED" if r["passed"] else "FAILED: " + "; ".join(r["failures"])])
+    return table(title, ["check", "result"], rows)

@@ -1,0 +1,159 @@
+"""`hwnas fit` (a latency or energy predictor, from the store or a CSV file) and `hwnas predict`."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from hwnas.commands.common import (
+    console,
+    emit_json,
+    json_option,
+    open_store,
+    parse_shape,
+    run_dir_option,
+    store_option,
+    table,
+)
+from hwnas.errors import HwnasError
+
+#: --target words accepted for store measurements, and the Measurement field each means
+STORE_TARGETS = {"latency": "latency_ms", "latency_ms": "latency_ms", "energy": "energy_mj", "energy_mj": "energy_mj"}
+
+
+def _metrics_rows(metrics: dict) -> list[list]:
+    if not metrics:
+        return [["held-out metrics", "none (too few rows for a held-out share)"]]
+    return [
+        ["held-out rows", metrics.get("n")],
+        ["MAPE %", metrics.get("mape")],
+        ["within ±5% / ±10%", f"{metrics.get('within_5', float('nan')):.1%} / {metrics.get('within_10', float('nan')):.1%}"],
+        ["Spearman / Kendall", f"{metrics.get('spearman', float('nan')):.4f} / {metrics.get('kendall', float('nan')):.4f}"],
+        ["RMSE", metrics.get("rmse")],
+        ["rows below the near-zero floor", f"{metrics.get('n_excluded')} (floor {metrics.get('floor', 0):.4g})"],
+    ]
+
+
+def _only_one(store, device: str | None, backend: str | None, space_spec: str) -> tuple[str, str]:
+    """The device and backend to fit on: as given, or the only ones the store holds for this space."""
+    if device is None:
+        names = sorted({d["name"] for d in store.devices() if d["measurements"]})
+        if len(names) != 1:
+            raise HwnasError(f"name the device with --device; the store has {', '.join(names) or 'none'}")
+        device = names[0]
+    if backend is None:
+        device_id = store.resolve_device(device)
+        backends = sorted({m.backend for m in store.measurements(device=device_id, space=space_spec)})
+        if len(backends) != 1:
+            raise HwnasError(f"name the backend with --backend; device {device!r} has measurements of space "
+                             f"{space_spec} from {', '.join(backends) or 'no backend'}")
+        backend = backends[0]
+    return device, backend
+
+
+@click.command()
+@click.option("--space", default="nb201", show_default=True, metavar="NAME[:K=V,...]",
+              help="Search space the architectures belong to (as profiled, e.g. nb201:C=8,N=1,classes=10).")
+@click.option("--device", default=None, help="Device name or id in the store. Default: the store's only device.")
+@click.option("--backend", default=None, help="Backend whose measurements to fit (e.g. onnxruntime-cpu, imported). "
+              "Default: the device's only one.")
+@click.option("--input-shape", default=None, metavar="CxHxW", help="Input shape measured. Default: the space's own.")
+@click.option("--batch", default=1, show_default=True, type=click.IntRange(min=1), help="Batch size measured.")
+@click.option("--target", default="latency", show_default=True,
+              help="From the store: latency or energy. With --from-csv: the CSV column to fit (e.g. pixel3).")
+@click.option("--predictor", "predictor_name", default="mlp", show_default=True,
+              help="Regressor: mlp (differentiable, what the search uses), linear-cost (best below ~50 samples), "
+              "cost-gbt (best from ~50 samples), lookup, ridge, gbt, rf, gcn, ensemble, transfer (pretrains on "
+              "the store's other devices).")
+@click.option("--encoding", default=None,
+              help="Architecture encoding: onehot, live-onehot, analytic, features, op-counts, cost, cost-features, graph. "
+              "Default: the predictor's own.")
+@click.option("--holdout", default=0.2, show_default=True, type=float,
+              help="Share of rows held out to report metrics; the saved predictor is then refitted on every row.")
+@click.option("--seed", default=0, show_default=True, help="Seed of the hold-out split and the training.")
+@click.option("--from-csv", "csv_path", default=None, type=click.Path(dir_okay=False),
+              help="Fit on a CSV file (one row an architecture) instead of the store.")
+@click.option("--arch-column", default="arch", show_default=True, help="CSV column holding architecture strings.")
+@click.option("--out", default=None, type=click.Path(dir_okay=False),
+              help="Predictor file to write (.npz). Default: RUN_DIR/predictor-<target>.npz.")
+@click.option("--no-plot", is_flag=True, help="Do not write the predicted-vs-measured PNG beside the predictor.")
+@run_dir_option
+@store_option
+@json_option
+def fit(space, device, backend, input_shape, batch, target, predictor_name, encoding, holdout, seed, csv_path,
+        arch_column, out, no_plot, run_dir, store_url, as_json):
+    """Fit a latency or energy predictor and save it (parameters and metadata, no pickles).
+
+    From the store: the measurements of one device, backend, space, input shape and batch (run `hwnas profile`
+    or `hwnas measurements import` first). With --from-csv FILE --target COLUMN: every row of a table such as
+    NAS-Bench-201's latency_ms.csv. Metrics are reported on a held-out share first (MAPE, within ±5%/±10%,
+    Spearman, Kendall; rows below 5% of the median measurement are left out of the relative ones).
+    """
+    from hwnas.predictors.api import fit_from_csv, fit_from_store, save_predictor
+    from hwnas.spaces import get_space
+
+    s = get_space(space)
+    shape = s.check_input_shape(parse_shape(input_shape) if input_shape else s.default_input_shape)
+    if csv_path:
+        predictor, metrics = fit_from_csv(csv_path, arch_column, target, s, predictor_name, encoding, holdout, seed,
+                                          input_shape=shape)
+    else:
+        if target not in STORE_TARGETS:
+            raise HwnasError(f"unknown target {target!r} for store measurements; accepted: latency, energy "
+                             "(a CSV column name needs --from-csv)")
+        target = STORE_TARGETS[target]
+        if store_url is None and not (Path(run_dir) / "measurements.db").is_file():
+            raise HwnasError(f"no measurements in {run_dir} (no measurements.db): run `hwnas profile` or "
+                             "`hwnas measurements import` first, or name a store with --store, or fit --from-csv")
+        store = open_store(store_url, run_dir)
+        device, backend = _only_one(store, device, backend, s.spec)
+        predictor, metrics = fit_from_store(store, s, device, backend, shape, batch, target, predictor_name, encoding,
+                                            holdout, seed)
+    path = Path(out) if out else Path(run_dir) / f"predictor-{target}.npz"
+    written = save_predictor(predictor, path, plot=not no_plot)
+    meta = predictor.metadata
+    if as_json:
+        emit_json({**written, "predictor_name": predictor.name, "encoding": predictor.encoding,
+                   "target": meta.get("target"), "device": meta.get("device"), "training_size": meta.get("training_size"),
+                   "metrics": metrics})
+        return
+    console.print(table(f"{predictor.name} predictor of {meta.get('target')} on {meta.get('device_name')}", ["", ""], [
+        ["space", meta.get("space")], ["encoding", predictor.encoding], ["training rows", meta.get("training_size")],
+        *_metrics_rows(metrics), ["predictor file", written["predictor"]], ["plot", written.get("plot", "")]]))
+
+
+@click.command()
+@click.argument("predictor_path", metavar="PREDICTOR", type=click.Path(dir_okay=False))
+@click.option("--from-csv", "csv_path", default=None, type=click.Path(dir_okay=False),
+              help="Predict for every row of this CSV file.")
+@click.option("--arch-column", default="arch", show_default=True, help="CSV column holding architecture strings.")
+@click.option("--out", default=None, type=click.Path(dir_okay=False),
+              help="CSV file to write: the input's rows and columns plus predicted_<target>. Required with --from-csv.")
+@click.option("--arch", "archs", multiple=True, metavar="ARCH", help="Predict for these architectures (repeatable).")
+@json_option
+def predict(predictor_path, csv_path, arch_column, out, archs, as_json):
+    """Predict latency or energy with a saved predictor, for architectures or for every row of a CSV file."""
+    from hwnas.predictors import load_predictor
+    from hwnas.predictors.api import predict_archs, predict_csv
+
+    if bool(csv_path) == bool(archs):
+        raise HwnasError("give either --from-csv FILE (with --out) or one or more --arch ARCH")
+    if csv_path:
+        if not out:
+            raise HwnasError("--from-csv needs --out PREDICTIONS.csv, the file to write")
+        rows = predict_csv(predictor_path, csv_path, arch_column, out)
+        result = {"rows": rows, "out": str(Path(out).resolve())}
+        if as_json:
+            emit_json(result)
+        else:
+            console.print(f"wrote {rows} prediction(s) to {out}")
+        return
+    predictor = load_predictor(predictor_path)
+    space = predictor.metadata.get("space") or "nb201"
+    values = predict_archs(predictor, space, list(archs))
+    target = predictor.metadata.get("target") or "value"
+    if as_json:
+        emit_json({"target": target, "predictions": [{"arch": a, target: float(v)} for a, v in zip(archs, values)]})
+        return
+    console.print(table(f"Predicted {target} ({predictor.name}, {predictor.metadata.get('device_name', '')})",
+                        ["arch", target], [[a, float(v)] for a, v in zip(archs, values)]))

@@ -1,0 +1,236 @@
+"""Search under a latency and/or energy budget, end to end: supernet search with the differentiable cost
+term, budget-respecting discretisation, measurement on the device, and refit-and-repair until a measured
+architecture meets every budget. Nothing is reported within budget unless it was measured so.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from hwnas.errors import HwnasError
+from hwnas.search.cost import HardwareCost
+from hwnas.search.discretise import derive_within_budget, predicted
+from hwnas.search.strategy import get_strategy, run_search
+
+TARGETS = ("latency_ms", "energy_mj")
+
+
+@dataclass
+class SearchResult:
+    arch: Any  # hwnas.spaces.Arch
+    arch_string: str
+    space: str
+    strategy: str
+    budgets: dict[str, float]
+    predicted: dict[str, float]
+    measured: dict[str, float | None] | None
+    within_budget: bool  # True only when measured within every budget
+    history: list[dict[str, Any]]
+    measurements_used: int  # new device measurements made by the discretisation and repair loop
+    attempts: list[dict[str, Any]] = field(default_factory=list)  # every architecture measured, in order
+    search_seconds: float = 0.0
+    plot: str | None = None
+    test_accuracy: float | None = None
+    note: str = ""
+
+    def budget_used(self) -> dict[str, float]:
+        if not self.measured:
+            return {}
+        return {t: self.measured[t] / b for t, b in self.budgets.items() if self.measured.get(t) is not None}
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d.pop("arch")
+        d["arch"] = self.arch_string
+        d["budget_used"] = self.budget_used()
+        return d
+
+
+def search_under_budget(space, dataset, predictors: dict[str, Any], budgets: dict[str, float], strategy: str = "darts",
+                        epochs: int = 20, backend=None, store=None, input_shape=None, batch: int = 1, seed: int = 0,
+                        progress: bool = True, out_dir: str | Path | None = None, cost_form: str = "dual",
+                        batch_size: int = 64, weight_lr: float = 0.05, arch_lr: float = 0.05,
+                        multiplier_lr: float = 0.05, max_repairs: int = 5, protocol=None,
+                        strategy_options: dict[str, Any] | None = None) -> SearchResult:
+    """Search `space` on `dataset` for the most accurate architecture within `budgets` ({"latency_ms": 1.2,
+    "energy_mj": 0.5}), with one differentiable predictor per budgeted target.
+
+    With a `backend` (hwnas.profilers) the discretised architecture is measured (and stored in `store`); if it
+    is over any budget the measurement joins the predictor's data, the predictor is refitted (or, without
+    enough data, rescaled) and discretisation runs again excluding what was measured over, up to
+    `max_repairs` times. Without a backend `measured` is None and `within_budget` is False.
+    """
+    unknown = set(budgets) - set(TARGETS)
+    if unknown:
+        raise HwnasError(f"unknown budget target(s) {', '.join(sorted(unknown))}; accepted: {', '.join(TARGETS)}")
+    if not budgets:
+        raise HwnasError("give at least one budget (latency_ms or energy_mj)")
+    missing = [t for t in budgets if t not in predictors]
+    if missing:
+        raise HwnasError(f"no predictor for the {', '.join(missing)} budget; fit one with "
+                         f"`hwnas fit --target {missing[0].split('_')[0]}`")
+    shape = tuple(input_shape or dataset.input_shape)
+    space.check_input_shape(shape)
+    if tuple(dataset.input_shape) != shape:
+        raise HwnasError(f"the dataset's input shape {dataset.input_shape} differs from the search's {shape}")
+    torch.manual_seed(seed)
+    started = time.perf_counter()
+    costs = [HardwareCost(space, t, b, predictor=predictors[t], form=cost_form, multiplier_lr=multiplier_lr)
+             for t, b in budgets.items()]
+    supernet = space.supernet(shape)
+    strat = get_strategy(strategy)(space, supernet, costs, weight_lr=weight_lr, arch_lr=arch_lr, seed=seed,
+                                   **(strategy_options or {}))
+
+    def show(row: dict[str, Any]) -> None:
+        if progress:
+            from hwnas.commands.common import console
+
+            parts = "  ".join(f"{t} {row['cost'][t]:.4g}/{row['budget'][t]:g} λ {row['multiplier'][t]:.3f}" for t in row["cost"])
+            console.print(f"{strategy}: epoch {row['epoch']:>3}/{epochs}  loss {row['loss']:.3f}  "
+                          f"acc {row['accuracy']:.3f}  {parts}", soft_wrap=True)
+
+    history = run_search(strat, dataset, epochs, batch_size, on_epoch=show)
+    result = discretise_and_verify(space, strat.alpha, costs, backend=backend, store=store, input_shape=shape,
+                                   batch=batch, max_repairs=max_repairs, protocol=protocol, progress=progress)
+    result.strategy, result.history = strategy, history
+    result.search_seconds = round(time.perf_counter() - started, 2)
+    if out_dir is not None and history:
+        result.plot = str(save_search_plot(history, Path(out_dir) / "search_cost.png", title=f"{strategy} on {dataset.name}"))
+    return result
+
+
+def discretise_and_verify(space, alpha: torch.Tensor, costs: list[HardwareCost], backend=None, store=None,
+                          input_shape=None, batch: int = 1, max_repairs: int = 5, protocol=None,
+                          progress: bool = False) -> SearchResult:
+    """Budget-respecting discretisation, then measure -> (over budget: store, refit, repair) until a measured
+    architecture is within every budget or `max_repairs` repairs are spent."""
+    shape = tuple(input_shape or space.default_input_shape)
+    budgets = {c.target: c.budget for c in costs}
+    over: set[str] = set()
+    attempts: list[dict[str, Any]] = []
+    extra: dict[str, list[tuple[str, float]]] = {c.target: [] for c in costs}  # measured here, for refits
+    used = 0
+    arch = None
+    for _ in range(max_repairs + 1):
+        try:
+            arch, moves = derive_within_budget(space, alpha, costs, exclude=over)
+        except HwnasError as e:  # nothing left that is predicted within budget: report what was measured, not a pass
+            if not attempts:
+                raise
+            last = attempts[-1]
+            return SearchResult(arch, last["arch"], space.spec, "", budgets, last["predicted"], last["measured"], False,
+                                [], used, attempts, note=f"{e} (after {len(attempts)} measured over budget)")
+        pred = predicted(costs, arch)
+        if backend is None:
+            return SearchResult(arch, space.to_string(arch), space.spec, "", budgets, pred, None, False, [], used,
+                                attempts, note="not measured (no backend): not reported as within budget")
+        measured, new = _measure(space, arch, backend, store, shape, batch, protocol)
+        used += int(new)
+        ok = all(measured.get(t) is not None and measured[t] <= b for t, b in budgets.items())
+        attempts.append({"arch": space.to_string(arch), "predicted": pred, "measured": measured, "within_budget": ok,
+                         "moves": len(moves) - 1})
+        if progress:
+            from hwnas.commands.common import console
+
+            verdict = "within budget" if ok else "OVER budget: store, refit and repair"
+            figures = ", ".join(f"{t} {'-' if measured.get(t) is None else f'{measured[t]:.4g}'} (predicted {pred[t]:.4g}, "
+                                f"budget {b:g})" for t, b in budgets.items())
+            console.print(f"measured {space.to_string(arch)}: {figures} -> {verdict}", markup=False, soft_wrap=True)
+        if ok:
+            return SearchResult(arch, space.to_string(arch), space.spec, "", budgets, pred, measured, True, [], used, attempts)
+        over.add(space.to_string(arch))
+        for c in costs:
+            if measured.get(c.target) is not None:
+                extra[c.target].append((space.to_string(arch), measured[c.target]))
+        refit_costs(space, costs, extra, backend=backend, store=store, input_shape=shape, batch=batch)
+    return SearchResult(arch, space.to_string(arch), space.spec, "", budgets, predicted(costs, arch), attempts[-1]["measured"],
+                        False, [], used, attempts, note=f"no measured architecture met the budget after {max_repairs} repairs")
+
+
+def _measure(space, arch, backend, store, shape, batch, protocol) -> tuple[dict[str, float | None], bool]:
+    from hwnas.profilers import TimingProtocol, measure_arch
+
+    key = dict(device=backend.device_id(), backend=backend.name, space=space.spec, input_shape=shape, batch=batch,
+               arch=space.to_string(arch))
+    new = store is None or not store.measurements(**key)
+    m = measure_arch(space, arch, backend, shape, batch, protocol or TimingProtocol(), store=store)
+    return {"latency_ms": m.latency_ms, "energy_mj": m.energy_mj}, new
+
+
+def refit_costs(space, costs: list[HardwareCost], extra: dict[str, list[tuple[str, float]]], backend=None, store=None,
+                input_shape=None, batch: int = 1, min_rows: int = 8) -> None:
+    """After an over-budget measurement: refit each cost's predictor on the store's measurements for this key
+    plus those made here; without enough data, scale its predictions so that no architecture measured here
+    is predicted below its measurement."""
+    from hwnas.predictors import get_predictor
+
+    rows: dict[str, float] = {}
+    for c in costs:
+        data: dict[str, float] = {}
+        if store is not None and backend is not None:
+            for m in store.measurements(device=backend.device_id(), backend=backend.name, space=space.spec,
+                                        input_shape=input_shape, batch=batch):
+                value = getattr(m, c.target)
+                if value is not None:
+                    data[m.arch] = float(value)
+        data.update(dict(extra.get(c.target, [])))
+        rows[c.target] = len(data)
+        if len(data) >= min_rows and c.predictor is not None:  # a bare table (no predictor) can only be rescaled
+            old = c.predictor
+            fresh = get_predictor(old.name, log_target=old.log_target, seed=old.seed, **old.settings)
+            archs = [space.from_string(a) for a in data]
+            fresh.fit(space.encode_many(archs), np.array(list(data.values())))
+            fresh.metadata = {**old.metadata, "refitted_on": len(data)}
+            c.set_predictor(fresh)
+        elif extra.get(c.target):
+            archs = [space.from_string(a) for a, _ in extra[c.target]]
+            ratio = np.array([v for _, v in extra[c.target]]) / c.predict_arch(archs)
+            c.scale *= float(max(1.0, ratio.max()) * 1.01)
+
+
+def save_search_plot(history: list[dict[str, Any]], path: str | Path, title: str = "") -> Path:
+    """Relaxed predicted cost against its budget, and the multiplier, per epoch and target."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    targets = list(history[0]["cost"])
+    epochs = [r["epoch"] for r in history]
+    # per-step series at fractional epochs (epoch e's steps lie in (e - 1, e]), when the history has them
+    xs = [r["epoch"] - 1 + (k + 1) / len(r.get("steps") or [0]) for r in history for k in range(len(r.get("steps") or []))]
+    steps = [s for r in history for s in (r.get("steps") or [])]
+    fig, axes = plt.subplots(len(targets), 2, figsize=(10, 3.2 * len(targets)), squeeze=False)
+    for i, t in enumerate(targets):
+        ax = axes[i][0]
+        if steps:
+            ax.plot(xs, [s["cost"][t] for s in steps], lw=0.8, alpha=0.6, label="relaxed, per step")
+            if "derived_cost" in steps[0]:
+                ax.plot(xs, [s["derived_cost"][t] for s in steps], lw=0.8, alpha=0.6, label="derived arch, per step")
+        ax.plot(epochs, [r["cost"][t] for r in history], "o-", label="relaxed (predicted)")
+        ax.plot(epochs, [r["derived_cost"][t] for r in history], "s--", label="derived arch (predicted)")
+        ax.axhline(history[0]["budget"][t], color="red", lw=1, label="budget")
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(t)
+        ax.legend(fontsize=8)
+        ax = axes[i][1]
+        if steps:
+            ax.plot(xs, [s["multiplier"][t] for s in steps], color="purple", lw=0.8, label="multiplier, per step")
+        ax.plot(epochs, [r["multiplier"][t] for r in history], "o", color="purple")
+        if "dual" in history[0]:
+            ax.plot(epochs, [r["dual"][t] for r in history], "--", color="gray", label="dual variable")
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(f"multiplier ({t})")
+        ax.legend(fontsize=8)
+    fig.suptitle(title or "search: cost and multiplier")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

@@ -1,0 +1,217 @@
+"""The front door the CLI and notebooks share: fit a predictor from the store or a CSV file, save it with its
+metadata (and a predicted-vs-measured plot), predict for architectures or for every row of a CSV file."""
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+from hwnas.predictors.base import Predictor, get_predictor, load_predictor
+from hwnas.predictors.encodings import encode_archs
+from hwnas.predictors.metrics import regression_metrics
+
+from hwnas.errors import HwnasError
+from hwnas.spaces import get_space
+from hwnas.spaces.base import Arch, SearchSpace
+
+TARGETS = ("latency_ms", "energy_mj")
+MIN_MEASUREMENTS = 5
+
+
+def _space(space: SearchSpace | str) -> SearchSpace:
+    return get_space(space) if isinstance(space, str) else space
+
+
+def fit_predictor(X: np.ndarray, y: np.ndarray, predictor: str = "mlp", encoding: str | None = None,
+                  holdout: float = 0.2, seed: int = 0, settings: Mapping[str, Any] | None = None,
+                  sources: Mapping[str, tuple[np.ndarray, np.ndarray]] | None = None,
+                  ) -> tuple[Predictor, dict[str, Any]]:
+    """Fit on a random (1 - holdout) share, report metrics on the rest, then refit on every row.
+
+    The held-out measured and predicted values are kept on the returned predictor as `.heldout` (for the plot).
+    `sources` ({device: (X, y)}) pretrains a `transfer` predictor before it adapts to (X, y).
+    """
+    X, y = np.asarray(X, np.float32), np.asarray(y, np.float64)
+    if len(y) < MIN_MEASUREMENTS:
+        raise HwnasError(f"only {len(y)} measurement(s) to fit on; a predictor needs at least {MIN_MEASUREMENTS}")
+    if not np.all(np.isfinite(y)):
+        raise HwnasError("the targets hold missing or non-finite values; every row needs a number")
+    if not 0 <= holdout < 1:
+        raise HwnasError(f"holdout {holdout} is not accepted; it is a share in [0, 1)")
+
+    def new() -> Predictor:
+        p = get_predictor(predictor, encoding=encoding, seed=seed, **dict(settings or {}))
+        if predictor == "transfer":
+            if not sources:
+                raise HwnasError("the 'transfer' predictor needs measurements of other devices to pretrain on; "
+                                 "none were found with the same space, input shape and batch")
+            p.pretrain(sources)
+        return p
+
+    metrics: dict[str, Any] = {}
+    heldout = (np.zeros(0), np.zeros(0))
+    n_hold = int(round(holdout * len(y)))
+    if holdout > 0 and n_hold >= 1 and len(y) - n_hold >= 2:
+        order = np.random.default_rng(seed).permutation(len(y))
+        test, train = order[:n_hold], order[n_hold:]
+        trained = new().fit(X[train], y[train])
+        pred = trained.predict(X[test])
+        metrics = regression_metrics(y[test], pred)
+        metrics["n_train"] = int(len(train))
+        heldout = (y[test], pred)
+    final = new().fit(X, y)
+    final.heldout = heldout
+    return final, metrics
+
+
+def fit_from_store(store, space: SearchSpace | str, device: str, backend: str | Any, input_shape=None, batch: int = 1,
+                   target: str = "latency_ms", predictor: str = "mlp", encoding: str | None = None,
+                   holdout: float = 0.2, seed: int = 0, settings: Mapping[str, Any] | None = None,
+                   ) -> tuple[Predictor, dict[str, Any]]:
+    """Fit a predictor of `target` on the store's measurements of (space, device, backend, input shape, batch).
+
+    device: a device name or id as the store knows it; backend: its name (or a Backend). For the `transfer`
+    predictor, the other devices' measurements of the same space, shape and batch are the pretraining data.
+    """
+    from hwnas.measurement import shape_from_str
+
+    if target not in TARGETS:
+        raise HwnasError(f"unknown target {target!r}; accepted: {', '.join(TARGETS)}")
+    sp = _space(space)
+    shape = sp.check_input_shape(shape_from_str(input_shape) if isinstance(input_shape, str)
+                                 else (input_shape or sp.default_input_shape))
+    device_id = store.resolve_device(device)
+    backend_name = backend if isinstance(backend, str) else backend.name
+    rows = [m for m in store.measurements(device=device_id, backend=backend_name, space=sp.spec, input_shape=shape,
+                                          batch=batch) if getattr(m, target) is not None]
+    if len(rows) < MIN_MEASUREMENTS:
+        raise HwnasError(
+            f"{len(rows)} {target} measurement(s) of {sp.spec} on device {device!r} with backend {backend_name!r}, "
+            f"input {'x'.join(map(str, shape))}, batch {batch}; a predictor needs at least {MIN_MEASUREMENTS}: "
+            "run `hwnas profile` first")
+    probe = get_predictor(predictor, encoding=encoding, **dict(settings or {}))
+    archs = [sp.from_string(m.arch) for m in rows]
+    X = encode_archs(sp, archs, probe.encoding, shape)
+    y = np.array([getattr(m, target) for m in rows], np.float64)
+    sources = None
+    if predictor == "transfer":
+        sources = {}
+        for other in store.devices():
+            if other["id"] == device_id:
+                continue
+            ms = [m for m in store.measurements(device=other["id"], space=sp.spec, input_shape=shape, batch=batch)
+                  if getattr(m, target) is not None]
+            if len(ms) >= MIN_MEASUREMENTS:
+                sources[other["name"]] = (encode_archs(sp, [sp.from_string(m.arch) for m in ms], probe.encoding, shape),
+                                          np.array([getattr(m, target) for m in ms]))
+    fitted, metrics = fit_predictor(X, y, predictor, probe.encoding, holdout, seed, settings, sources)
+    info = next((d for d in store.devices() if d["id"] == device_id), {})
+    fitted.metadata.update({
+        "space": sp.spec, "target": target, "unit": target.rsplit("_", 1)[-1], "device": device_id,
+        "device_name": info.get("name", device), "device_fingerprint": info.get("fingerprint", {}),
+        "backend": backend_name, "input_shape": list(shape), "batch": int(batch), "encoding": fitted.encoding,
+        "training_size": int(len(y)), "holdout": holdout, "seed": seed, "heldout_metrics": metrics,
+        "source": f"store {store.url}", "sources": list(sources or {}),
+        "energy_methods": sorted({m.energy_method for m in rows if m.energy_method}) if target == "energy_mj" else [],
+    })
+    return fitted, metrics
+
+
+def read_table(path: str | Path, space: SearchSpace, arch_column: str, target: str | None = None
+               ) -> tuple[list[dict[str, str]], list[Arch], np.ndarray | None]:
+    """Rows of a CSV file, their parsed architectures and (if `target`) the target column as floats; any bad
+    cell is a HwnasError naming its line."""
+    from hwnas.store import read_csv_rows
+
+    rows = read_csv_rows(path)
+    header = list(rows[0].keys())
+    for column in (arch_column, target):
+        if column is not None and column not in header:
+            raise HwnasError(f"{path}: no column {column!r}; columns: {', '.join(header)}")
+    archs, values = [], []
+    for line, row in enumerate(rows, start=2):
+        try:
+            archs.append(space.from_string(row[arch_column]))
+        except HwnasError as e:
+            raise HwnasError(f"{path}, line {line}: {e}") from None
+        if target is not None:
+            try:
+                values.append(float(row[target]))
+            except (TypeError, ValueError):
+                values.append(float("nan"))
+            if not np.isfinite(values[-1]):
+                raise HwnasError(f"{path}, line {line}: column {target!r} holds {row[target]!r}, not a number")
+    return rows, archs, (np.array(values) if target is not None else None)
+
+
+def fit_from_csv(path: str | Path, arch_column: str, target: str, space: SearchSpace | str = "nb201",
+                 predictor: str = "mlp", encoding: str | None = None, holdout: float = 0.2, seed: int = 0,
+                 settings: Mapping[str, Any] | None = None, input_shape: Sequence[int] | None = None,
+                 ) -> tuple[Predictor, dict[str, Any]]:
+    """Fit on every row of a CSV file (like ../shared/data/nb201/latency_ms.csv: an arch column, one value column
+    per device), after reporting metrics on a held-out share."""
+    sp = _space(space)
+    shape = sp.check_input_shape(input_shape or sp.default_input_shape)
+    _, archs, y = read_table(path, sp, arch_column, target)
+    probe = get_predictor(predictor, encoding=encoding, **dict(settings or {}))
+    X = encode_archs(sp, archs, probe.encoding, shape)
+    fitted, metrics = fit_predictor(X, y, predictor, probe.encoding, holdout, seed, settings)
+    fitted.metadata.update({
+        "space": sp.spec, "target": target, "unit": "ms" if target.endswith("ms") else "", "device": f"imported:{target}",
+        "device_name": target, "device_fingerprint": {"name": target, "source": str(Path(path).resolve())},
+        "input_shape": list(shape), "batch": None, "encoding": fitted.encoding, "training_size": int(len(y)),
+        "holdout": holdout, "seed": seed, "heldout_metrics": metrics, "source": str(Path(path).resolve()),
+        "arch_column": arch_column,
+    })
+    return fitted, metrics
+
+
+def save_predictor(predictor: Predictor, path: str | Path, plot: bool = True) -> dict[str, str]:
+    """Save the predictor file and, when there is a held-out set, `<name>.png` beside it (predicted vs measured)."""
+    path = predictor.save(path)
+    out = {"predictor": str(path)}
+    y_true, y_pred = getattr(predictor, "heldout", (np.zeros(0), np.zeros(0)))
+    if plot and len(y_true):
+        from hwnas.predictors.plots import plot_predicted_vs_measured
+
+        meta = predictor.metadata
+        m = meta.get("heldout_metrics", {})
+        device, target = meta.get("device_name") or "", meta.get("target") or ""
+        subject = target if device in ("", target) else f"{device} {target}"  # a CSV column is both
+        title = (f"{predictor.name} on {subject}: held-out n={len(y_true)}\n"
+                 f"within ±10% {m.get('within_10', float('nan')):.1%}, Spearman {m.get('spearman', float('nan')):.3f}")
+        png = plot_predicted_vs_measured(y_true, y_pred, path.with_suffix(".png"), title, meta.get("unit") or "as in the file")
+        out["plot"] = str(png)
+    return out
+
+
+def predict_archs(predictor: Predictor, space: SearchSpace | str, archs: Sequence[Arch | str]) -> np.ndarray:
+    """Predictions for architectures (Arch or canonical strings), encoded with the predictor's own encoding."""
+    sp = _space(space)
+    recorded = predictor.metadata.get("space")
+    if recorded and recorded.split(":")[0] != sp.name:
+        raise HwnasError(f"this predictor was fitted on space {recorded}, not {sp.spec}")
+    parsed = [sp.from_string(a) if isinstance(a, str) else a for a in archs]
+    shape = predictor.metadata.get("input_shape") or None
+    return np.asarray(predictor.predict(encode_archs(sp, parsed, predictor.encoding, shape)), np.float64)
+
+
+def predict_csv(predictor_path: str | Path, csv_path: str | Path, arch_column: str, out_path: str | Path,
+                space: SearchSpace | str | None = None) -> int:
+    """Write `out_path`: every row of `csv_path` with its columns kept and `predicted_<target>` added."""
+    predictor = load_predictor(predictor_path)
+    sp = _space(space or predictor.metadata.get("space") or "nb201")
+    rows, archs, _ = read_table(csv_path, sp, arch_column)
+    predictions = predict_archs(predictor, sp, archs)
+    column = f"predicted_{predictor.metadata.get('target') or 'value'}"
+    header = list(rows[0].keys())
+    header += [column] if column not in header else []
+    out = Path(out_path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with open(out, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=header)
+        w.writeheader()
+        for row, value in zip(rows, predictions):
+            w.writerow({**row, column: f"{value:.6g}"})
+    return len(rows)

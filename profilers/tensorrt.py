@@ -1,0 +1,160 @@
+"""TensorRT backend: the model is exported to ONNX, built into an engine (fp16 by default) and timed on the GPU
+with CUDA events around `execute_async_v3`. Energy comes from the GPU's NVML counter where it has one.
+
+Importing this module never needs TensorRT or CUDA; `why_unavailable()` says what is missing."""
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+from torch import nn
+
+from hwnas.export.tensorrt import DEFAULT_WORKSPACE_MB, TensorRTRunner, build_engine, tensorrt_unavailable
+from hwnas.measurement import Measurement
+from hwnas.profilers.base import Backend, random_input, register_backend
+from hwnas.profilers.energy import analytical_energy_mj, best_meter
+from hwnas.profilers.fingerprint import library_versions
+from hwnas.profilers.timing import TimingProtocol, median_ci_halfwidth, summarise
+
+
+#: seconds of back-to-back runs behind one energy figure
+ENERGY_SECONDS = 0.5
+
+
+@register_backend("tensorrt")
+class TensorRTBackend(Backend):
+    kind = "gpu"
+    energy_meters = ("nvml",)
+    libraries = ("tensorrt", "torch", "onnx")
+
+    def __init__(self, threads: int = 1, fp16: bool = True, workspace_mb: int = DEFAULT_WORKSPACE_MB, **options: Any):
+        super().__init__(threads=threads, **options)
+        self.fp16 = bool(fp16)
+        self.workspace_mb = int(workspace_mb)
+
+    def why_unavailable(self) -> str | None:
+        return tensorrt_unavailable()
+
+    def hardware(self) -> dict[str, Any]:
+        from hwnas.profilers.torch_backend import gpu_hardware
+
+        # Engine precision changes speed as much as the GPU does, so it is part of the device identity.
+        return {**super().hardware(), **gpu_hardware(), "precision": "fp16" if self.fp16 else "fp32"}
+
+    def device_name(self) -> str:
+        from hwnas.profilers.torch_backend import gpu_hardware
+
+        return f"{gpu_hardware().get('gpu', 'CUDA GPU')} (TensorRT {'fp16' if self.fp16 else 'fp32'})"
+
+    # --- measuring -------------------------------------------------------------------------------------------
+    def prepare(self, model: nn.Module, input_shape: Sequence[int], batch: int):
+        runner = self._bound_runner(self._engine_from_model(model, input_shape, batch), input_shape, batch)
+        return runner.enqueue, runner.stream.synchronize
+
+    def build(self, onnx_path: str | Path, input_shape: Sequence[int], batch: int = 1) -> bytes:
+        return build_engine(onnx_path, input_shape, fp16=self.fp16, opt_batch=batch,
+                            max_batch=max(int(batch), 64), workspace_mb=self.workspace_mb)
+
+    def _engine_from_model(self, model: nn.Module, input_shape: Sequence[int], batch: int) -> bytes:
+        from hwnas.export.onnx import export_onnx
+
+        with tempfile.TemporaryDirectory(prefix="hwnas-trt-") as tmp:
+            path = export_onnx(model, input_shape, Path(tmp) / "model.onnx", exporter=self.options.get("exporter", "auto"))
+            return self.build(path, input_shape, batch)
+
+    def _bound_runner(self, engine: bytes | str | Path, input_shape: Sequence[int], batch: int) -> TensorRTRunner:
+        """A runner whose input is bound to a fixed random batch on the GPU, ready to `enqueue()`."""
+        import torch
+
+        runner = TensorRTRunner(engine)
+        runner.bind(torch.from_numpy(random_input(tuple(input_shape), int(batch))).cuda())
+        return runner
+
+    def measure(self, model: nn.Module, input_shape: Sequence[int], batch: int = 1,
+                protocol: TimingProtocol | None = None) -> Measurement:
+        self.require()
+        model = model.eval()
+        runner = self._bound_runner(self._engine_from_model(model, input_shape, batch), input_shape, batch)
+        return self._time_engine(runner, model, input_shape, batch, protocol)
+
+    def measure_onnx(self, onnx_path: str | Path, input_shape: Sequence[int], batch: int = 1,
+                     protocol: TimingProtocol | None = None, model: nn.Module | None = None) -> Measurement:
+        """Build an engine from an exported file and time it."""
+        self.require()
+        runner = self._bound_runner(self.build(onnx_path, input_shape, batch), input_shape, batch)
+        return self._time_engine(runner, model, input_shape, batch, protocol, extra={"onnx": str(onnx_path)})
+
+    def measure_engine(self, engine_path: str | Path, input_shape: Sequence[int], batch: int = 1,
+                       protocol: TimingProtocol | None = None, model: nn.Module | None = None) -> Measurement:
+        """Time a serialized engine as deployed (an export bundle's model.engine)."""
+        self.require()
+        runner = self._bound_runner(engine_path, input_shape, batch)
+        return self._time_engine(runner, model, input_shape, batch, protocol, extra={"engine": str(engine_path)})
+
+    def _time_engine(self, runner, model, input_shape, batch, protocol, extra=None) -> Measurement:
+        protocol = protocol or TimingProtocol()
+        meter = best_meter(self.energy_meters)
+        times = time_runs_cuda(runner.enqueue, runner.stream, protocol)
+        if meter:
+            energy, method = energy_per_run(meter, runner.enqueue, runner.stream), meter.method
+        elif model is not None:
+            from hwnas.spaces.analysis import profile_model
+
+            prof = profile_model(model, input_shape)
+            energy, method = batch * analytical_energy_mj(prof.macs, prof.activation_bytes), "analytical-45nm"
+        else:
+            energy, method = None, None
+        return Measurement(
+            arch="", space="", device=self.device_id(), backend=self.name, input_shape=tuple(input_shape),
+            batch=int(batch), energy_mj=energy, energy_method=method, versions=library_versions(*self.libraries),
+            extra={"precision": "fp16" if self.fp16 else "fp32", "timer": "cuda-events",
+                   "protocol": protocol.__dict__, **(extra or {})},
+            **summarise(times),
+        )
+
+
+def energy_per_run(meter, enqueue: Callable[[], None], stream, min_seconds: float = ENERGY_SECONDS) -> float:
+    """mJ per inference from the counter's increase over back-to-back runs lasting at least `min_seconds`: NVML
+    refreshes its counter every few tens of milliseconds, and the timing loop's per-run synchronisation leaves
+    the GPU idle between runs, so neither the timed runs nor a short span give a usable difference."""
+    import time
+
+    stream.synchronize()
+    start_mj, started, runs = meter.read_mj(), time.perf_counter(), 0
+    while time.perf_counter() - started < min_seconds:
+        for _ in range(20):
+            enqueue()
+        runs += 20
+        stream.synchronize()  # keep the queue short so that the span measured is the span run
+    return (meter.read_mj() - start_mj) / runs
+
+
+def time_runs_cuda(enqueue: Callable[[], None], stream, protocol: TimingProtocol) -> np.ndarray:
+    """Milliseconds per inference from CUDA events recorded on `stream` around each launch: GPU time, without
+    the Python launch overhead that a host clock would add. Same stopping rule as the host timer."""
+    import time
+
+    import torch
+
+    for _ in range(protocol.warmup_runs):
+        enqueue()
+    stream.synchronize()
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    times: list[float] = []
+    started = time.perf_counter()
+    while len(times) < protocol.max_runs:
+        start.record(stream)
+        enqueue()
+        end.record(stream)
+        end.synchronize()
+        times.append(start.elapsed_time(end))
+        n = len(times)
+        if n >= protocol.min_runs and n % 5 == 0:
+            s = np.sort(times)
+            if median_ci_halfwidth(s) <= protocol.target_rel_ci * float(np.median(s)):
+                break
+        if n >= protocol.min_runs and time.perf_counter() - started > protocol.max_seconds:
+            break
+    return np.asarray(times)

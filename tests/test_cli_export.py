@@ -1,0 +1,167 @@
+"""`hwnas export` / `hwnas validate` from the command line: exit codes 0 / 1 (a check failed) / 2 (bad input)."""
+import json
+
+import click
+import pytest
+from click.testing import CliRunner
+
+from hwnas.commands.export import export, validate
+from hwnas.commands.profile import devices
+from hwnas.errors import HwnasError
+from hwnas.store import Store
+
+SPACE = "nb201:C=4,N=1,classes=10"
+ARCH = "|nor_conv_3x3~0|+|avg_pool_3x3~0|nor_conv_1x1~1|+|skip_connect~0|nor_conv_3x3~1|avg_pool_3x3~2|"
+BASE = ["export", "--space", SPACE, "--input-shape", "3x16x16", "--protocol", "quick"]
+
+
+class UserError(click.ClickException):
+    exit_code = 2
+
+
+class Group(click.Group):
+    """What hwnas/cli.py does: HwnasError -> one line, exit 2."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except HwnasError as e:
+            raise UserError(str(e)) from None
+
+
+cli = Group(commands={"export": export, "validate": validate, "devices": devices})
+
+
+def invoke(*args):
+    return CliRunner().invoke(cli, list(args))
+
+
+@pytest.fixture(scope="module")
+def bundle(tmp_path_factory):
+    out = tmp_path_factory.mktemp("cli") / "bundle"
+    r = invoke(*BASE, "--arch", ARCH, "--out", str(out), "--budget-ms", "10000", "--json")
+    assert r.exit_code == 0, r.output
+    return out, json.loads(r.stdout)
+
+
+def test_export_writes_a_bundle_and_prints_its_manifest(bundle):
+    out, printed = bundle
+    assert printed["bundle"] == str(out.resolve()) and printed["passed"]
+    assert printed["arch"] == ARCH and printed["budget_check"]["latency_ms"]["passed"]
+    assert json.loads((out / "manifest.json").read_text())["files"] == printed["files"]
+
+
+def test_validate_passes_then_fails_on_budget_with_exit_1(bundle):
+    out, _ = bundle
+    ok = invoke("validate", str(out), "--protocol", "quick", "--json")
+    assert ok.exit_code == 0, ok.output
+    assert json.loads(ok.stdout)["passed"]
+    over = invoke("validate", str(out), "--protocol", "quick", "--budget-ms", "0.000001")
+    assert over.exit_code == 1
+    assert "latency_ms: measured" in over.output and "over budget 1e-06" in over.output
+
+
+def test_corrupt_onnx_is_one_line_and_exit_2(bundle, tmp_path):
+    src, _ = bundle
+    out = tmp_path / "b"
+    out.mkdir()
+    for p in src.iterdir():
+        (out / p.name).write_bytes(p.read_bytes())
+    (out / "model.onnx").write_bytes(b"not an onnx file")
+    r = invoke("validate", str(out))
+    assert r.exit_code == 2
+    lines = r.output.strip().splitlines()
+    assert len(lines) == 1 and "is not a valid ONNX model" in lines[0]
+
+
+def test_from_search_takes_arch_space_budgets_and_predictions(tmp_path):
+    result = {"arch": ARCH, "space": SPACE, "budgets": {"latency_ms": 1e4}, "predicted": {"latency_ms": 0.2},
+              "test_accuracy": 0.5, "strategy": "darts"}
+    (tmp_path / "result.json").write_text(json.dumps(result))
+    store = tmp_path / "m.db"
+    r = invoke("export", "--from-search", str(tmp_path / "result.json"), "--input-shape", "3x16x16", "--protocol",
+               "quick", "--int8", "--out", str(tmp_path / "b"), "--store", str(store), "--json")
+    assert r.exit_code == 0, r.output
+    m = json.loads(r.stdout)
+    assert m["arch"] == ARCH and m["space"] == SPACE and m["budgets"] == {"latency_ms": 1e4}
+    assert m["accuracy"] == 0.5 and m["prediction_error"]["latency_ms"]["predicted"] == 0.2
+    assert m["int8"]["mode"] == "static" and (tmp_path / "b" / "model.int8.onnx").is_file()
+    [stored] = Store(store).measurements(arch=ARCH)
+    assert stored.latency_ms == m["measured"]["latency_ms"]
+
+
+def test_export_with_real_samples_and_weights(tmp_path):
+    import torch
+
+    from hwnas.spaces import get_space
+
+    space = get_space(SPACE)
+    torch.manual_seed(1)
+    torch.save(space.build(space.from_string(ARCH), (1, 8, 8)).state_dict(), tmp_path / "w.pt")
+    r = invoke("export", "--space", SPACE, "--arch", ARCH, "--dataset", "digits", "--weights", str(tmp_path / "w.pt"),
+               "--int8", "dynamic", "--protocol", "quick", "--out", str(tmp_path / "b"), "--json")
+    assert r.exit_code == 0, r.output
+    m = json.loads(r.stdout)
+    assert m["input_shape"] == "1x8x8" and m["weights"]["source"] == "given model"
+    assert m["parity"]["real"]["samples"] == 256 and m["int8_parity"]["real"]["accuracy_delta"] is not None
+
+
+def test_export_over_budget_exits_1_and_keeps_the_bundle(tmp_path):
+    r = invoke(*BASE, "--arch", ARCH, "--budget-ms", "0.000001", "--out", str(tmp_path / "b"))
+    assert r.exit_code == 1
+    assert "FAILED" in r.output and (tmp_path / "b" / "manifest.json").is_file()
+
+
+@pytest.mark.parametrize("args, words", [
+    (BASE, "no architecture given"),
+    (BASE + ["--arch", "|nor_conv_3x3~0|+|bogus~0|none~1|+|none~0|none~1|none~2|"], "unknown operation 'bogus'"),
+    (["export", "--from-search", "missing.json"], "no search result at missing.json"),
+    (BASE + ["--arch", ARCH, "--weights", "missing.pt"], "no weights file at missing.pt"),
+    (BASE + ["--arch", ARCH, "--tensorrt", "--tensorrt-precision", "int8"], "int8='static'"),
+    (BASE + ["--arch", ARCH, "--dataset", "digits"], "--dataset digits has samples of shape 1x8x8"),
+    (["validate", "nosuch"], "no bundle at nosuch"),
+])
+def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, args, words):
+    runner = CliRunner()
+    with runner.isolated_filesystem(temp_dir=tmp_path):
+        r = runner.invoke(cli, args + (["--out", "b"] if args[0] == "export" else []))
+        assert r.exit_code == 2, r.output
+        lines = r.output.strip().splitlines()
+        assert len(lines) == 1 and words in lines[0], r.output
+        assert not __import__("os").path.exists("b")
+
+
+def test_bad_search_result_file_is_exit_2(tmp_path):
+    (tmp_path / "r.json").write_text('{"strategy": "darts"}')
+    r = invoke("export", "--from-search", str(tmp_path / "r.json"), "--out", str(tmp_path / "b"))
+    assert r.exit_code == 2 and "has no 'arch' string" in r.output
+
+
+def test_devices_lists_tensorrt_and_nvml_with_a_reason_when_unavailable():
+    r = invoke("devices", "--json")
+    assert r.exit_code == 0, r.output
+    d = json.loads(r.stdout)
+    trt = next(b for b in d["backends"] if b["backend"] == "tensorrt")
+    nvml = next(m for m in d["energy_meters"] if m["meter"] == "nvml")
+    for row in (trt, nvml):
+        assert row["available"] or row["why"]
+
+
+def test_help_texts():
+    for command in ("export", "validate"):
+        r = invoke(command, "--help")
+        assert r.exit_code == 0
+    assert "Exit status" in invoke("validate", "--help").output and "--from-search" in invoke("export", "--help").output
+
+
+def test_backend_not_on_this_machine_is_one_line_exit_2(bundle):
+    from hwnas.export import tensorrt_unavailable
+
+    why = tensorrt_unavailable()
+    if why is None:
+        pytest.skip("TensorRT works here")
+    out, _ = bundle
+    r = invoke("validate", str(out), "--backend", "tensorrt")
+    assert r.exit_code == 2
+    lines = r.output.strip().splitlines()
+    assert len(lines) == 1 and "backend 'tensorrt' is not available here" in lines[0] and why in lines[0]

@@ -1,0 +1,126 @@
+"""`hwnas fit` / `hwnas predict` from the command line (and `hwnas profile --strategy active`, which uses the
+predictors): real files, a real SQLite store, real measurements of a tiny space on this machine."""
+import csv
+import json
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from hwnas.cli import HwnasGroup, cli
+from hwnas.commands.fit import fit, predict
+from hwnas.predictors import load_predictor
+from hwnas.predictors.api import predict_archs
+from hwnas.store import Store
+
+# The lead registers `fit` and `predict` on the `hwnas` group; this group wraps them the same way (HwnasError ->
+# one line, exit 2) so these tests do not depend on that registration.
+group = HwnasGroup()
+group.add_command(fit)
+group.add_command(predict)
+TINY = "nb201:C=4,N=1"
+
+
+@pytest.fixture(scope="module")
+def subset(nb201_data, tmp_path_factory):
+    """The first 150 rows of the published latency table, with an extra text column that must survive."""
+    with open(nb201_data / "latency_ms.csv", newline="") as f:
+        rows = list(csv.DictReader(f))[:150]
+    path = tmp_path_factory.mktemp("data") / "subset.csv"
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=[*rows[0], "note"])
+        w.writeheader()
+        for i, r in enumerate(rows):
+            w.writerow({**r, "note": f"row {i}"})
+    return path
+
+
+def run(*args):
+    result = CliRunner().invoke(group, list(args))
+    return result
+
+
+def test_help_texts_are_real():
+    for command in ("fit", "predict"):
+        result = run(command, "--help")
+        assert result.exit_code == 0 and "--json" in result.output and "--from-csv" in result.output
+    assert "held-out" in run("fit", "--help").output
+
+
+def test_fit_from_csv_then_predict_keeps_every_column(subset, tmp_path):
+    out = tmp_path / "pixel3.npz"
+    result = run("fit", "--from-csv", str(subset), "--target", "pixel3", "--predictor", "linear-cost",
+                 "--out", str(out), "--json")
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert summary["predictor"] == str(out) and summary["plot"].endswith("pixel3.png")
+    assert summary["training_size"] == 150 and summary["metrics"]["n"] == 30 and summary["metrics"]["spearman"] > 0.8
+
+    predictions = tmp_path / "predictions.csv"
+    result = run("predict", str(out), "--from-csv", str(subset), "--out", str(predictions), "--json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["rows"] == 150
+    with open(subset, newline="") as f:
+        original = list(csv.DictReader(f))
+    with open(predictions, newline="") as f:
+        written = list(csv.DictReader(f))
+    assert list(written[0]) == [*original[0], "predicted_pixel3"]
+    assert [{k: r[k] for k in original[0]} for r in written] == original
+    predictor = load_predictor(out)
+    expected = predict_archs(predictor, "nb201", [r["arch"] for r in original])
+    np.testing.assert_allclose([float(r["predicted_pixel3"]) for r in written], expected, rtol=1e-5)
+
+
+def test_fit_from_store_and_predict_named_archs(subset, tmp_path):
+    store = tmp_path / "m.db"
+    Store(store).import_table(subset, "nb201:C=16,N=5,classes=10", columns=["gold_6226", "raspi4"])
+    out = tmp_path / "gold.npz"
+    result = run("fit", "--store", str(store), "--device", "gold_6226", "--predictor", "ridge", "--out", str(out),
+                 "--no-plot", "--json")
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert summary["device"] == "imported:gold_6226" and summary["target"] == "latency_ms" and "plot" not in summary
+    with open(subset, newline="") as f:
+        arch = next(csv.DictReader(f))["arch"]
+    result = run("predict", str(out), "--arch", arch, "--json")
+    assert result.exit_code == 0, result.output
+    value = json.loads(result.stdout)["predictions"][0]["latency_ms"]
+    assert 1.0 < value < 100.0
+
+
+def test_profile_active_then_fit_end_to_end(tmp_path):
+    store = tmp_path / "m.db"
+    result = CliRunner().invoke(cli, ["profile", "--space", TINY, "--input-shape", "3x16x16", "--strategy", "active",
+                                      "--samples", "14", "--protocol", "quick", "--store", str(store), "--json"])
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    rows = Store(store).measurements()
+    assert summary["measured_now"] == 14 and len(rows) == 14 and len({m.arch for m in rows}) == 14
+    result = run("fit", "--space", TINY, "--input-shape", "3x16x16", "--store", str(store), "--predictor", "ridge",
+                 "--out", str(tmp_path / "p.npz"), "--json")
+    assert result.exit_code == 0, result.output
+    meta = load_predictor(tmp_path / "p.npz").metadata
+    assert meta["training_size"] == 14 and meta["space"].startswith("nb201:C=4,N=1") and meta["device_fingerprint"]
+
+
+@pytest.mark.parametrize("args, words", [
+    (["fit", "--from-csv", "{subset}", "--target", "nosuch"], "no column 'nosuch'"),
+    (["fit", "--from-csv", "{subset}", "--target", "arch"], "not a number"),
+    (["fit", "--from-csv", "{subset}", "--target", "pixel3", "--predictor", "nosuch"], "unknown predictor 'nosuch'"),
+    (["fit", "--from-csv", "{subset}", "--target", "pixel3", "--encoding", "nosuch"], "unknown encoding 'nosuch'"),
+    (["fit", "--from-csv", "{subset}", "--target", "pixel3", "--holdout", "1.5"], "holdout 1.5"),
+    (["fit", "--target", "power"], "unknown target 'power'"),
+    (["fit", "--device", "nosuch"], "no measurements in"),
+    (["predict", "{subset}", "--arch", "x"], "not an hwnas predictor file"),
+    (["predict", "{tmp}/absent.npz", "--arch", "x"], "no predictor file"),
+    (["predict", "{tmp}/absent.npz"], "give either --from-csv"),
+    (["predict", "{tmp}/absent.npz", "--from-csv", "{subset}"], "needs --out"),
+])
+def test_bad_input_is_one_line_exit_2_and_writes_nothing(args, words, subset, tmp_path):
+    args = [a.format(subset=subset, tmp=tmp_path) for a in args]
+    before = sorted(p.name for p in tmp_path.iterdir())
+    result = run(*args, "--run-dir", str(tmp_path)) if args[0] == "fit" else run(*args)
+    assert result.exit_code == 2, result.output
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and words in lines[0] and "Traceback" not in result.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == before

@@ -1,0 +1,313 @@
+"""Stage 3, export: real ONNX files in real ONNX Runtime sessions, checked against PyTorch and measured."""
+import json
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+import torch.nn.functional as F
+
+from hwnas.errors import HwnasError
+from hwnas.export import (calibrate_batchnorm, export_bundle, file_sha256, load_weights_into, tensorrt_unavailable,
+                          validate_bundle, verify_hashes)
+from hwnas.profilers import ENERGY_METERS, TimingProtocol, available_backends
+from hwnas.spaces import get_space
+from hwnas.store import Store
+
+SPACE = "nb201:C=4,N=1,classes=10"
+SHAPE = (3, 16, 16)
+ARCH = "|nor_conv_3x3~0|+|avg_pool_3x3~0|nor_conv_1x1~1|+|skip_connect~0|nor_conv_3x3~1|avg_pool_3x3~2|"
+NO_PATH = "|nor_conv_3x3~0|+|none~0|none~1|+|none~0|none~1|none~2|"  # nothing reaches the cell output
+QUICK = TimingProtocol.quick()
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+@pytest.fixture(scope="module")
+def bundle(tmp_path_factory):
+    out = tmp_path_factory.mktemp("bundles") / "b"
+    manifest = export_bundle(SPACE, ARCH, out, input_shape=SHAPE, protocol=QUICK, budgets={"latency_ms": 1e4},
+                             predicted={"latency_ms": 0.5, "energy_mj": 0.01})
+    return out, manifest
+
+
+def test_exported_onnx_runs_in_onnxruntime_and_matches_pytorch(bundle):
+    out, manifest = bundle
+    space = get_space(SPACE)
+    net = load_weights_into(space, space.from_string(ARCH), SHAPE, out / "weights.pt")
+    x = np.random.default_rng(42).standard_normal((32, *SHAPE)).astype(np.float32)  # not the bundle's inputs
+    sess = ort.InferenceSession(str(out / "model.onnx"), providers=["CPUExecutionProvider"])
+    assert [i.name for i in sess.get_inputs()] == ["input"] and [o.name for o in sess.get_outputs()] == ["logits"]
+    got = sess.run(None, {"input": x})[0]
+    with torch.no_grad():
+        ref = net(torch.from_numpy(x)).numpy()
+    assert got.shape == (32, 10)
+    np.testing.assert_allclose(got, ref, rtol=1e-3, atol=1e-4)
+    # BatchNorm calibrated: the logits depend on the input, so top-1 agreement is a real check
+    assert len(np.unique(ref.argmax(1))) > 1
+    assert (got.argmax(1) == ref.argmax(1)).all()
+    assert manifest["weights"] == {"source": "random init (seed 0)", "batchnorm_calibrated": True}
+
+
+def test_dynamo_exporter_gives_the_same_network(tmp_path):
+    manifest = export_bundle(SPACE, ARCH, tmp_path / "b", input_shape=SHAPE, exporter="dynamo", protocol=QUICK)
+    assert manifest["exporter"] == "dynamo" and manifest["opset"] >= 18
+    assert manifest["parity"]["passed"] and manifest["parity"]["random"]["top1_agreement"] == 1.0
+    assert validate_bundle(tmp_path / "b", measure=False)["passed"]
+
+
+def test_batchnorm_calibration_makes_untrained_outputs_input_dependent():
+    space = get_space(SPACE)
+    torch.manual_seed(0)
+    net = space.build(space.from_string(ARCH), SHAPE).eval()
+    x = torch.randn(64, *SHAPE)
+    with torch.no_grad():
+        spread_before = net(x).std(0).mean().item()
+        calibrate_batchnorm(net, torch.randn(64, *SHAPE))
+        assert not net.training
+        spread_after = net(x).std(0).mean().item()
+    assert spread_after > 3 * spread_before
+
+
+def test_manifest_records_hashes_parity_device_and_budgets(bundle):
+    out, manifest = bundle
+    on_disk = json.loads((out / "manifest.json").read_text())
+    assert on_disk == json.loads(json.dumps(manifest, default=str))
+    assert manifest["format"] == "hwnas-bundle/1"
+    assert manifest["space"] == SPACE and manifest["arch"] == ARCH and manifest["input_shape"] == "3x16x16"
+    assert set(manifest["files"]) == {"model.onnx", "weights.pt", "parity.npz"}
+    for name, record in manifest["files"].items():
+        assert record["sha256"] == file_sha256(out / name) and record["bytes"] == (out / name).stat().st_size
+    assert manifest["parity"]["passed"] and manifest["parity"]["random"]["max_abs_error"] < 1e-4
+    assert manifest["device"]["backend"] == "onnxruntime-cpu" and manifest["device"]["id"].startswith("cpu-")
+    assert "cpu" in manifest["device"]["fingerprint"]
+    assert {"torch", "onnx", "onnxruntime", "python"} <= set(manifest["versions"])
+    measured = manifest["measured"]
+    assert measured["latency_ms"] > 0 and measured["energy_mj"] > 0 and measured["energy_method"]
+    error = manifest["prediction_error"]["latency_ms"]
+    assert error["error_pct"] == pytest.approx(100 * (0.5 - measured["latency_ms"]) / measured["latency_ms"])
+    assert manifest["budget_check"]["latency_ms"] == {"budget": 1e4, "measured": measured["latency_ms"], "passed": True}
+    assert manifest["passed"] and manifest["failures"] == []
+    assert manifest["tensorrt"] is None and manifest["int8"] is None
+    verify_hashes(out)  # does not raise
+
+
+def test_validate_passes_on_a_fresh_bundle_and_changes_nothing(bundle):
+    out, _ = bundle
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    report = validate_bundle(out, protocol=QUICK)
+    assert report["passed"], report["failures"]
+    assert report["hashes"] == {"model.onnx": "ok", "weights.pt": "ok", "parity.npz": "ok"}
+    assert report["parity"]["reference"] == "pytorch (weights.pt)" and report["parity"]["random"]["passed"]
+    assert report["device"]["same_as_export"] and report["measured"]["latency_ms"] > 0
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+
+
+def test_altered_onnx_fails_validation_with_the_reason(bundle, tmp_path):
+    src, _ = bundle
+    out = tmp_path / "b"
+    out.mkdir()
+    for p in src.iterdir():
+        (out / p.name).write_bytes(p.read_bytes())
+    model = onnx.load(str(out / "model.onnx"))
+    bias = next(t for t in model.graph.initializer if len(t.dims) == 1 and t.dims[0] == 10)  # classifier bias
+    arr = onnx.numpy_helper.to_array(bias) + 0.5
+    bias.CopyFrom(onnx.numpy_helper.from_array(arr, bias.name))
+    onnx.save(model, str(out / "model.onnx"))
+    report = validate_bundle(out, measure=False)
+    assert not report["passed"]
+    assert report["hashes"]["model.onnx"] == "changed"
+    assert not report["parity"]["random"]["passed"] and report["parity"]["random"]["max_abs_error"] == pytest.approx(0.5, rel=1e-3)
+    assert any("model.onnx changed since export" in f for f in report["failures"])
+    assert any("ONNX vs PyTorch on random inputs" in f for f in report["failures"])
+    with pytest.raises(HwnasError, match="model.onnx changed"):
+        verify_hashes(out)
+
+
+def test_corrupt_onnx_is_one_clear_error(bundle, tmp_path):
+    src, _ = bundle
+    out = tmp_path / "b"
+    out.mkdir()
+    for p in src.iterdir():
+        (out / p.name).write_bytes(p.read_bytes())
+    (out / "model.onnx").write_bytes(b"\x08\x07garbage" * 50)
+    with pytest.raises(HwnasError) as e:
+        validate_bundle(out)
+    assert "is not a valid ONNX model" in str(e.value) and "\n" not in str(e.value)
+
+
+def test_validate_without_weights_uses_recorded_outputs(bundle, tmp_path):
+    src, _ = bundle
+    out = tmp_path / "b"
+    out.mkdir()
+    for p in src.iterdir():
+        if p.name != "weights.pt":
+            (out / p.name).write_bytes(p.read_bytes())
+    report = validate_bundle(out, measure=False)
+    assert report["passed"], report["failures"]
+    assert report["parity"]["reference"] == "outputs recorded at export" and report["hashes"]["weights.pt"] == "missing"
+
+
+def test_arch_with_no_input_to_output_path_exports_and_runs(tmp_path):
+    manifest = export_bundle(SPACE, NO_PATH, tmp_path / "b", input_shape=SHAPE, protocol=QUICK)
+    assert manifest["passed"], manifest["failures"]
+    sess = ort.InferenceSession(str(tmp_path / "b" / "model.onnx"), providers=["CPUExecutionProvider"])
+    y = sess.run(None, {"input": np.random.default_rng(0).standard_normal((4, *SHAPE)).astype(np.float32)})[0]
+    assert y.shape == (4, 10) and np.allclose(y, y[0])  # the output cannot depend on the input
+    assert manifest["parity"]["random"]["reference_top1_classes"] == 1
+
+
+def test_budget_failure_is_reported_and_validate_rechecks_with_new_budgets(tmp_path):
+    out = tmp_path / "b"
+    manifest = export_bundle(SPACE, ARCH, out, input_shape=SHAPE, protocol=QUICK,
+                             budgets={"latency_ms": 1e-6, "energy_mj": 1e3})
+    assert not manifest["passed"]
+    assert manifest["budget_check"]["latency_ms"]["passed"] is False and manifest["budget_check"]["energy_mj"]["passed"]
+    assert any(f.startswith("latency_ms: measured") and "over budget 1e-06" in f for f in manifest["failures"])
+    assert (out / "model.onnx").is_file()  # written anyway, with the failure in its manifest
+    assert not validate_bundle(out, protocol=QUICK)["passed"]
+    assert validate_bundle(out, protocol=QUICK, budgets={"latency_ms": 1e4})["passed"]
+
+
+def _trained_digits_net(space, arch, epochs=4):
+    from hwnas.data import load_dataset
+
+    data = load_dataset("digits", seed=0)
+    torch.manual_seed(0)
+    net = space.build(arch, data.input_shape)
+    opt = torch.optim.SGD(net.parameters(), lr=0.05, momentum=0.9)
+    g = torch.Generator().manual_seed(0)
+    for _ in range(epochs):
+        net.train()
+        order = torch.randperm(len(data.y_train), generator=g)
+        for i in range(0, len(order), 64):
+            idx = order[i : i + 64]
+            loss = F.cross_entropy(net(data.x_train[idx]), data.y_train[idx])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    return net.eval(), data
+
+
+@pytest.mark.parametrize("mode", ["static", "dynamic"])
+def test_int8_is_smaller_and_reports_its_accuracy_change(tmp_path, mode):
+    space = get_space("nb201:C=8,N=1,classes=10")
+    arch = space.from_string("|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|skip_connect~0|nor_conv_3x3~1|nor_conv_3x3~2|")
+    net, data = _trained_digits_net(space, arch)
+    out = tmp_path / mode
+    manifest = export_bundle(space, arch, out, model=net, input_shape=data.input_shape, int8=mode, protocol=QUICK,
+                             inputs=data.x_test, labels=data.y_test)
+    assert manifest["weights"] == {"source": "given model", "batchnorm_calibrated": False}
+    assert manifest["int8"]["mode"] == mode
+    assert manifest["files"]["model.int8.onnx"]["bytes"] < 0.6 * manifest["files"]["model.onnx"]["bytes"]
+    real = manifest["int8_parity"]["real"]
+    assert real["samples"] == min(256, len(data.y_test))
+    assert real["accuracy_float"] > 0.7  # the net was trained: accuracy means something
+    assert real["accuracy_delta"] == pytest.approx(real["accuracy_int8"] - real["accuracy_float"])
+    assert abs(real["accuracy_delta"]) < 0.1 and real["top1_agreement"] > 0.85
+    assert manifest["int8_parity"]["accuracy_delta"] == real["accuracy_delta"]
+    assert manifest["parity"]["real"]["passed"] and manifest["measured_int8"]["latency_ms"] > 0
+    assert validate_bundle(out, measure=False)["int8_parity"]["real"]["accuracy_delta"] == real["accuracy_delta"]
+
+
+def test_export_stores_the_measurement_when_given_a_store(tmp_path):
+    store = Store(tmp_path / "m.db")
+    manifest = export_bundle(SPACE, ARCH, tmp_path / "b", input_shape=SHAPE, protocol=QUICK, store=store)
+    [m] = store.measurements(space=SPACE, arch=ARCH)
+    assert m.latency_ms == manifest["measured"]["latency_ms"] and m.backend == "onnxruntime-cpu"
+    assert m.extra["onnx_sha256"] == manifest["files"]["model.onnx"]["sha256"]
+
+
+@pytest.mark.parametrize("kwargs, words", [
+    (dict(arch="|bogus~0|+|none~0|none~1|+|none~0|none~1|none~2|"), "unknown operation 'bogus'"),
+    (dict(int8="fp4"), "unknown int8 mode"),
+    (dict(budgets={"latency_us": 3}), "unknown budget 'latency_us'"),
+    (dict(budgets={"latency_ms": -1}), "give a positive number"),
+    (dict(inputs=np.zeros((4, 3, 8, 8), np.float32)), "accepted: (N, 3, 16, 16)"),
+    (dict(backend="nosuch"), "nosuch"),
+    (dict(tensorrt=True, tensorrt_precision="int8"), "int8='static'"),
+])
+def test_bad_input_raises_and_writes_nothing(tmp_path, kwargs, words):
+    args = {"arch": ARCH, **kwargs}
+    with pytest.raises(HwnasError, match=None) as e:
+        export_bundle(SPACE, args.pop("arch"), tmp_path / "b", input_shape=SHAPE, protocol=QUICK, **args)
+    assert words in str(e.value)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_failed_export_leaves_the_earlier_bundle_as_it_was(bundle, tmp_path):
+    src, _ = bundle
+    out = tmp_path / "b"
+    out.mkdir()
+    for p in src.iterdir():
+        (out / p.name).write_bytes(p.read_bytes())
+    before = (out / "manifest.json").read_text()
+    with pytest.raises(HwnasError):
+        export_bundle(SPACE, ARCH, out, input_shape=SHAPE, calibration=np.zeros((2, 1, 8, 8)), int8=True)
+    assert (out / "manifest.json").read_text() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["b"]
+
+
+def test_export_into_a_folder_that_is_not_a_bundle_is_refused(tmp_path):
+    (tmp_path / "notes.txt").write_text("mine")
+    with pytest.raises(HwnasError, match="is not an hwnas bundle"):
+        export_bundle(SPACE, ARCH, tmp_path, input_shape=SHAPE)
+    assert [p.name for p in tmp_path.iterdir()] == ["notes.txt"]
+
+
+# --- GPU parts: real checks on a GPU machine, clear reasons here --------------------------------------------
+def test_tensorrt_and_nvml_say_why_they_are_unavailable():
+    rows = {b["backend"]: b for b in available_backends()}
+    assert "tensorrt" in rows
+    why = tensorrt_unavailable()
+    assert rows["tensorrt"]["available"] == (why is None) and rows["tensorrt"]["why"] == why
+    if why is not None:
+        assert "CUDA" in why or "tensorrt" in why.lower()
+    meter = ENERGY_METERS.get("nvml")()
+    if not meter.available():
+        assert any(w in meter.why_unavailable() for w in ("pynvml", "NVML", "energy counter"))
+
+
+def test_tensorrt_requested_without_it_is_skipped_with_the_reason(tmp_path):
+    why = tensorrt_unavailable()
+    if why is None:
+        pytest.skip("TensorRT works here; test_tensorrt_engine_matches_onnx covers it")
+    manifest = export_bundle(SPACE, ARCH, tmp_path / "b", input_shape=SHAPE, protocol=QUICK, tensorrt=True)
+    assert manifest["passed"] and manifest["tensorrt"] == {"skipped": f"TensorRT is not available here: {why}",
+                                                            "precision": "fp16"}
+    assert not (tmp_path / "b" / "model.engine").exists()
+
+
+@pytest.mark.parametrize("precision", ["fp32", "fp16", "int8"])
+def test_tensorrt_engine_matches_onnx(tmp_path, precision):
+    why = tensorrt_unavailable()
+    if why:
+        pytest.skip(f"TensorRT is not available here: {why}")
+    manifest = export_bundle(SPACE, ARCH, tmp_path / "b", input_shape=SHAPE, protocol=QUICK, tensorrt=True,
+                             tensorrt_precision=precision, int8="static" if precision == "int8" else False,
+                             backend="tensorrt")
+    assert manifest["tensorrt"]["precision"] == precision and (tmp_path / "b" / "model.engine").is_file()
+    trt = manifest["tensorrt_parity"]
+    assert trt["top1_agreement"] >= (0.75 if precision == "int8" else 1.0)
+    if precision != "int8":
+        assert trt["passed"]
+    assert manifest["measured"]["backend"] == "tensorrt" and manifest["measured"]["latency_ms"] > 0
+    assert validate_bundle(tmp_path / "b", protocol=QUICK)["passed"]
+
+
+def test_nvml_energy_counter_reads_and_grows():
+    meter = ENERGY_METERS.get("nvml")()
+    if not meter.available():
+        pytest.skip(f"NVML energy counter is not available here: {meter.why_unavailable()}")
+    import time
+
+    first = meter.read_mj()
+    time.sleep(0.2)
+    assert meter.read_mj() >= first > 0

@@ -1,0 +1,262 @@
+"""Budgeted search: the dual-ascent cost term, every strategy on the shared supernet, budget-respecting
+discretisation, measure-and-repair on a real backend, retraining, and tabular search on published data."""
+import numpy as np
+import pytest
+import torch
+
+from hwnas.data import load_dataset
+from hwnas.errors import HwnasError
+from hwnas.predictors import LookupTablePredictor, get_predictor
+from hwnas.search import (STRATEGIES, HardwareCost, derive_within_budget, discretise_and_verify, get_strategy,
+                          op_table_from_measurements, search_under_budget, tabular_search, total_loss, train_arch)
+from hwnas.spaces import get_space
+from hwnas.spaces.base import Arch
+
+SPEC = "nb201:C=4,N=1,classes=10"
+CONV3 = 3  # index of nor_conv_3x3 in nb201's options
+torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="module")
+def space():
+    return get_space(SPEC)
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return load_dataset("digits", seed=0, limit=256)
+
+
+@pytest.fixture(scope="module")
+def macs_predictor(space, digits):
+    """A differentiable (MLP) predictor of thousands of MACs, fitted on exact counts of 60 architectures."""
+    rng = np.random.default_rng(0)
+    archs = [space.sample(rng) for _ in range(60)]
+    kmacs = np.array([space.profile(a, digits.input_shape).macs for a in archs]) / 1e3
+    predictor = get_predictor("mlp", seed=0, epochs=150).fit(space.encode_many(archs), kmacs)
+    return predictor, kmacs
+
+
+def additive_table(space):
+    """A per-op cost table like a latency table: convolutions cost most, pooling some, skip/none little."""
+    per_op = np.array([0.0, 0.05, 0.6, 1.5, 0.3], np.float32)
+    return np.tile(per_op, (space.alpha_shape[0], 1))
+
+
+def test_dual_ascent_raises_multiplier_over_budget_and_settles_at_budget(space):
+    table = additive_table(space)
+    budget = 4.0  # the unconstrained optimum (all conv3x3) costs 9.0
+    cost = HardwareCost(space, "latency_ms", budget, table=table, multiplier_lr=0.05, track="relaxed")
+    alpha = torch.zeros(space.alpha_shape, requires_grad=True)
+    opt = torch.optim.Adam([alpha], lr=0.05)
+    reward = torch.tensor(table)  # a stand-in task loss that prefers the expensive operations
+    values, duals = [], []
+    for _ in range(600):
+        task = -(torch.softmax(alpha, -1) * reward).sum() / 4
+        loss, costs = total_loss(task, alpha, [cost])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        cost.update_multiplier(costs["latency_ms"])
+        values.append(costs["latency_ms"])
+        duals.append(cost.dual)
+        assert cost.multiplier >= 0
+    over = [i for i in range(1, 100) if values[i] > budget]
+    assert over and all(duals[i] > duals[i - 1] for i in over)  # dual ascent: rises while over budget
+    assert max(duals) > 0.1 and cost.multiplier > 0
+    assert abs(np.mean(values[-50:]) / budget - 1) < 0.05  # lands at the budget, no hand-tuned weight
+    # the relaxed expected cost is exact for a table: base + sum(softmax(alpha) * table)
+    assert float(cost.value(alpha.detach())) == pytest.approx(float((torch.softmax(alpha.detach(), -1) * reward).sum()), rel=1e-5)
+
+
+def test_multiplier_never_negative_and_proxyless_form(space):
+    cost = HardwareCost(space, "latency_ms", 100.0, table=additive_table(space))
+    for _ in range(10):
+        cost.update_multiplier(1.0)  # far under budget
+    assert cost.multiplier == 0.0
+    proxy = HardwareCost(space, "latency_ms", 2.0, table=additive_table(space), form="proxyless", beta=1.0)
+    alpha = torch.zeros(space.alpha_shape, requires_grad=True)
+    task = torch.tensor(1.0)
+    loss, costs = total_loss(task, alpha, [proxy])
+    assert float(loss.detach()) == pytest.approx(costs["latency_ms"] / 2.0, rel=1e-5)  # task * (cost / budget) ** beta
+    loss.backward()
+    assert alpha.grad.abs().sum() > 0
+    with pytest.raises(HwnasError, match="accepted: dual, proxyless"):
+        HardwareCost(space, "latency_ms", 1.0, table=additive_table(space), form="lagrange")
+
+
+def test_mlp_cost_is_differentiable_and_matches_discrete_prediction(space, macs_predictor):
+    predictor, _ = macs_predictor
+    cost = HardwareCost(space, "latency_ms", 50.0, predictor=predictor)
+    arch = space.sample(np.random.default_rng(3))
+    sharp = torch.full(space.alpha_shape, -30.0)
+    sharp[torch.arange(len(arch.choices)), torch.tensor(arch.choices)] = 30.0
+    assert float(cost.value(sharp)) == pytest.approx(float(cost.predict_arch([arch])[0]), rel=1e-4)
+    alpha = torch.zeros(space.alpha_shape, requires_grad=True)
+    cost.value(alpha).backward()
+    assert alpha.grad.abs().sum() > 0
+    with pytest.raises(HwnasError, match="not differentiable"):
+        HardwareCost(space, "latency_ms", 1.0, predictor=get_predictor("ridge").fit(np.eye(30), np.arange(30) + 1.0))
+
+
+def test_lookup_predictor_becomes_an_exact_table_cost(space, macs_predictor):
+    rng = np.random.default_rng(1)
+    archs = [space.sample(rng) for _ in range(40)]
+    table, base = op_table_from_measurements(space, archs, [space.flops(a) for a in archs])
+    lookup = LookupTablePredictor.from_table(base, table)
+    cost = HardwareCost(space, "latency_ms", 1.0, predictor=lookup)
+    a = archs[0]
+    assert cost.predict_arch([a])[0] == pytest.approx(base + table.reshape(-1) @ space.encode(a), rel=1e-5)
+
+
+@pytest.mark.parametrize("name", ["darts", "darts-2nd", "single-level", "mean-shift", "gumbel"])
+def test_each_strategy_takes_a_step_that_changes_alpha(name, space, digits, macs_predictor):
+    assert name in STRATEGIES.names()
+    predictor, kmacs = macs_predictor
+    torch.manual_seed(0)
+    cost = HardwareCost(space, "latency_ms", float(np.percentile(kmacs, 30)), predictor=predictor)
+    strat = get_strategy(name)(space, space.supernet(digits.input_shape), [cost], seed=0)
+    before = strat.alpha.detach().clone()
+    weights_before = [p.detach().clone() for p in strat.supernet.parameters()]
+    out = strat.step((digits.x_train[:32], digits.y_train[:32]), (digits.x_val[:32], digits.y_val[:32]))
+    assert np.isfinite(out["loss"]) and 0 <= out["accuracy"] <= 1
+    assert out["costs"]["latency_ms"] > 0
+    assert (strat.alpha.detach() - before).abs().max() > 1e-4
+    assert any((p.detach() - q).abs().max() > 0 for p, q in zip(strat.supernet.parameters(), weights_before))
+
+
+def test_unknown_strategy_lists_known_ones():
+    with pytest.raises(HwnasError, match="darts-2nd"):
+        get_strategy("evolution-x")
+
+
+def test_search_raises_multiplier_over_budget_and_lands_near_budget(space, digits, macs_predictor, tmp_path):
+    predictor, kmacs = macs_predictor
+    budget = float(np.percentile(kmacs, 20))
+    r = search_under_budget(space, digits, {"latency_ms": predictor}, {"latency_ms": budget}, strategy="darts",
+                            epochs=8, seed=0, progress=False, out_dir=tmp_path)
+    steps = [s for row in r.history for s in row["steps"]]
+    assert steps[0]["cost"]["latency_ms"] > budget  # the uniform mixture starts over budget
+    # dual ascent on the derived architecture's predicted cost: the dual variable rises while it is over budget
+    rises = [b["dual"]["latency_ms"] > a["dual"]["latency_ms"] for a, b in zip(steps, steps[1:])
+             if b["derived_cost"]["latency_ms"] > budget]
+    assert rises and all(rises)
+    assert max(s["multiplier"]["latency_ms"] for s in steps) > 0
+    # the search lands at the budget: the discretised architecture is predicted within it and uses most of it
+    assert 0.85 * budget <= r.predicted["latency_ms"] <= budget
+    assert r.measured is None and not r.within_budget  # not measured (no backend): never reported within budget
+    assert (tmp_path / "search_cost.png").stat().st_size > 1000
+    assert r.to_dict()["arch"] == space.to_string(r.arch)
+
+
+def test_discretise_moves_over_budget_arch_to_best_feasible_neighbour(space):
+    table = additive_table(space)
+    all_conv = Arch(space.name, (CONV3,) * 6)
+    budget = 1.5 * 5 + 0.6  # all conv3x3 costs 9.0; one edge changed to conv1x1 or cheaper fits
+    cost = HardwareCost(space, "latency_ms", budget, table=table)
+    alpha = torch.zeros(space.alpha_shape)
+    alpha[:, CONV3] = 3.0
+    alpha[4, 2] = 2.5  # edge 4's runner-up is conv1x1: the most probable feasible neighbour
+    assert space.derive(alpha) == all_conv and cost.predict_arch([all_conv])[0] > budget
+    arch, moves = derive_within_budget(space, alpha, [cost])
+    assert arch in space.neighbours(all_conv)
+    assert cost.predict_arch([arch])[0] <= budget
+    assert arch.choices == (CONV3, CONV3, CONV3, CONV3, 2, CONV3)
+    assert moves[0] == space.to_string(all_conv) and moves[-1] == space.to_string(arch)
+    # far over budget: several moves, still feasible; impossible budget: a clear error
+    arch2, moves2 = derive_within_budget(space, alpha, [HardwareCost(space, "latency_ms", 2.0, table=table)])
+    assert cost.predict_arch([arch2])[0] <= 2.0 and len(moves2) > 2
+    with pytest.raises(HwnasError, match="raise the budget"):
+        derive_within_budget(space, alpha, [HardwareCost(space, "latency_ms", 1e-3, table=table, base=1.0)])
+
+
+@pytest.fixture(scope="module")
+def measured_store(space, digits, tmp_path_factory):
+    """12 architectures measured for real with ONNX Runtime into an SQLite store."""
+    from hwnas.profilers import TimingProtocol, get_backend, profile_space
+    from hwnas.store import Store
+
+    backend = get_backend("onnxruntime-cpu", threads=1)
+    store = Store(tmp_path_factory.mktemp("store") / "m.db")
+    profile_space(space, backend, store, 12, "uniform", 0, digits.input_shape, 1, TimingProtocol.quick(), progress=False)
+    rows = store.measurements(device=backend.device_id(), backend=backend.name, space=space.spec,
+                              input_shape=digits.input_shape, batch=1)
+    return backend, store, rows
+
+
+def test_measured_over_budget_is_stored_refitted_and_repaired(space, digits, measured_store):
+    from hwnas.profilers import TimingProtocol
+
+    backend, store, rows = measured_store
+    archs = [space.from_string(m.arch) for m in rows]
+    latency = np.array([m.latency_ms for m in rows])
+    budget = float(np.median(latency))
+    table, base = op_table_from_measurements(space, archs, latency)
+    optimistic = LookupTablePredictor.from_table(0.3 * base, 0.3 * table)  # thinks everything is 3x faster
+    cost = HardwareCost(space, "latency_ms", budget, predictor=optimistic)
+    alpha = torch.zeros(space.alpha_shape)
+    alpha[:, CONV3] = 5.0  # the search wants the slowest architecture: all conv3x3
+    r = discretise_and_verify(space, alpha, [cost], backend=backend, store=store, input_shape=digits.input_shape,
+                              max_repairs=4, protocol=TimingProtocol.quick())
+    first = r.attempts[0]
+    assert first["predicted"]["latency_ms"] <= budget < first["measured"]["latency_ms"]
+    assert not first["within_budget"] and len(r.attempts) >= 2
+    assert store.measurements(device=backend.device_id(), arch=first["arch"], space=space.spec)  # stored
+    assert cost.predictor is not optimistic  # refitted on the store's measurements plus the new one
+    assert r.measurements_used == len(r.attempts)
+    if r.within_budget:  # reported within budget only when measured so
+        assert r.measured["latency_ms"] <= budget and r.attempts[-1]["within_budget"]
+        assert r.arch_string == r.attempts[-1]["arch"]
+    for a in r.attempts:
+        assert a["within_budget"] == (a["measured"]["latency_ms"] <= budget)
+
+
+def test_unreachable_budget_is_never_reported_within_budget(space, digits, measured_store):
+    from hwnas.profilers import TimingProtocol
+
+    backend, store, rows = measured_store
+    cheap = LookupTablePredictor.from_table(1e-6, np.zeros(space.alpha_shape))  # predicts every arch at ~0 ms
+    cost = HardwareCost(space, "latency_ms", 1e-4, predictor=cheap)  # no network runs in 0.1 microseconds
+    r = discretise_and_verify(space, torch.zeros(space.alpha_shape), [cost], backend=backend, store=store,
+                              input_shape=digits.input_shape, max_repairs=2, protocol=TimingProtocol.quick())
+    assert not r.within_budget and r.note
+    assert r.attempts and not any(a["within_budget"] for a in r.attempts)
+    assert r.measured["latency_ms"] > 1e-4
+
+
+def test_train_arch_from_scratch_reports_test_accuracy(space, digits):
+    arch = space.from_string("|nor_conv_3x3~0|+|nor_conv_3x3~0|skip_connect~1|+|skip_connect~0|nor_conv_3x3~1|skip_connect~2|")
+    model, acc = train_arch(space, arch, digits, epochs=4, seed=0, progress=False)
+    assert 0.3 < acc <= 1.0  # ten classes: chance is 0.1
+    assert not model.training
+
+
+def test_search_rejects_bad_budgets(space, digits, macs_predictor):
+    predictor, _ = macs_predictor
+    with pytest.raises(HwnasError, match="accepted: latency_ms, energy_mj"):
+        search_under_budget(space, digits, {"latency_ms": predictor}, {"latency_s": 1.0}, epochs=1, progress=False)
+    with pytest.raises(HwnasError, match="no predictor for the energy_mj budget"):
+        search_under_budget(space, digits, {"latency_ms": predictor}, {"energy_mj": 1.0}, epochs=1, progress=False)
+
+
+def test_tabular_search_on_nb201_is_within_budget_with_few_measurements(nb201_data):
+    import csv
+
+    with open(nb201_data / "latency_ms.csv") as f:
+        latency = np.array([float(r["pixel3"]) for r in csv.DictReader(f)])
+    budget = float(np.percentile(latency, 25))
+    r = tabular_search(nb201_data / "latency_ms.csv", "pixel3", nb201_data / "accuracy.csv", "cifar10",
+                       budget_ms=budget, measurements=30, seed=0)
+    assert r["arch"] is not None and r["within_budget"]
+    assert r["latency_ms"] <= budget and r["measurements"] <= 30 == r["measurement_limit"]
+    assert len(r["trace"]) == r["measurements"]  # every latency read is a counted measurement
+    assert any(t["arch"] == r["arch"] and t["within_budget"] for t in r["trace"])  # chosen only once measured
+    assert 0 <= r["regret"] < 2.0 and r["accuracy"] <= r["best_accuracy"]
+    again = tabular_search(nb201_data / "latency_ms.csv", "pixel3", nb201_data / "accuracy.csv", "cifar10",
+                           budget_ms=budget, measurements=30, seed=0)
+    assert again["arch"] == r["arch"]  # deterministic for a seed
+
+
+def test_tabular_search_bad_column_names_the_known_ones(nb201_data):
+    with pytest.raises(HwnasError, match="raspi4"):
+        tabular_search(nb201_data / "latency_ms.csv", "raspberry", nb201_data / "accuracy.csv", budget_ms=5.0)
