@@ -10,7 +10,7 @@ import numpy as np
 
 from hwnas.errors import HwnasError
 
-DEFAULT_SPACE = "nb201:C=8,N=1"
+DEFAULT_SPACE = "nb201:C=16,N=3"  # big enough that latency differences stand out of timing noise
 
 
 def run_pipeline(
@@ -24,8 +24,9 @@ def run_pipeline(
     budget_ms: float | None = None,
     budget_percentile: float = 40.0,
     budget_mj: float | None = None,
-    predictor: str = "mlp",
+    predictor: str = "lookup",
     strategy: str = "darts",
+    budget_mode: str = "target",
     search_epochs: int = 15,
     retrain_epochs: int = 30,
     seed: int = 0,
@@ -84,7 +85,7 @@ def run_pipeline(
     t0 = time.perf_counter()
     result = search_under_budget(s, data, predictors, budgets, strategy=strategy, epochs=search_epochs,
                                  backend=device, store=store, input_shape=shape, seed=seed, progress=progress,
-                                 out_dir=run_dir)
+                                 out_dir=run_dir, budget_mode=budget_mode)
     done("search", t0)
     if not result.within_budget:
         raise HwnasError(f"no architecture measured within {budgets} after {result.measurements_used} measurement(s); "

@@ -81,19 +81,22 @@ class Backend(ABC):
         meter = best_meter(self.energy_meters)
         start_mj = meter.read_mj() if meter else 0.0
         times = time_runs(run, protocol, sync)
-        if meter:
-            energy, method = (meter.read_mj() - start_mj) / len(times), meter.method
-        elif model is not None:
+        energy = ((meter.read_mj() - start_mj) / len(times), meter.method) if meter else None
+        return self._record(times, model, input_shape, batch, protocol, energy, {"threads": self.threads, **(extra or {})})
+
+    def _record(self, times, model, input_shape, batch, protocol, energy=None, extra=None) -> Measurement:
+        """A Measurement from timed runs. `energy` is (mJ per inference, method) from a meter; without one the
+        analytical estimate from the model's MACs and memory traffic is used, so every device has an energy target."""
+        if energy is None and model is not None:
             from hwnas.spaces.analysis import profile_model
 
             prof = profile_model(model, input_shape)
-            energy, method = batch * analytical_energy_mj(prof.macs, prof.activation_bytes), "analytical-45nm"
-        else:
-            energy, method = None, None
+            energy = (batch * analytical_energy_mj(prof.macs, prof.activation_bytes), "analytical-45nm")
+        energy_mj, method = energy or (None, None)
         return Measurement(
             arch="", space="", device=self.device_id(), backend=self.name, input_shape=tuple(input_shape),
-            batch=int(batch), energy_mj=energy, energy_method=method, versions=library_versions(*self.libraries),
-            extra={"threads": self.threads, "protocol": protocol.__dict__, **(extra or {})}, **summarise(times),
+            batch=int(batch), energy_mj=energy_mj, energy_method=method, versions=library_versions(*self.libraries),
+            extra={"protocol": protocol.__dict__, **(extra or {})}, **summarise(times),
         )
 
     def require(self) -> None:

@@ -14,9 +14,8 @@ from torch import nn
 from hwnas.export.tensorrt import DEFAULT_WORKSPACE_MB, TensorRTRunner, build_engine, tensorrt_unavailable
 from hwnas.measurement import Measurement
 from hwnas.profilers.base import Backend, random_input, register_backend
-from hwnas.profilers.energy import analytical_energy_mj, best_meter
-from hwnas.profilers.fingerprint import library_versions
-from hwnas.profilers.timing import TimingProtocol, median_ci_halfwidth, summarise
+from hwnas.profilers.energy import best_meter
+from hwnas.profilers.timing import TimingProtocol
 
 
 #: seconds of back-to-back runs behind one energy figure
@@ -97,22 +96,9 @@ class TensorRTBackend(Backend):
         protocol = protocol or TimingProtocol()
         meter = best_meter(self.energy_meters)
         times = time_runs_cuda(runner.enqueue, runner.stream, protocol)
-        if meter:
-            energy, method = energy_per_run(meter, runner.enqueue, runner.stream), meter.method
-        elif model is not None:
-            from hwnas.spaces.analysis import profile_model
-
-            prof = profile_model(model, input_shape)
-            energy, method = batch * analytical_energy_mj(prof.macs, prof.activation_bytes), "analytical-45nm"
-        else:
-            energy, method = None, None
-        return Measurement(
-            arch="", space="", device=self.device_id(), backend=self.name, input_shape=tuple(input_shape),
-            batch=int(batch), energy_mj=energy, energy_method=method, versions=library_versions(*self.libraries),
-            extra={"precision": "fp16" if self.fp16 else "fp32", "timer": "cuda-events",
-                   "protocol": protocol.__dict__, **(extra or {})},
-            **summarise(times),
-        )
+        energy = (energy_per_run(meter, runner.enqueue, runner.stream), meter.method) if meter else None
+        return self._record(times, model, input_shape, batch, protocol, energy,
+                            {"precision": "fp16" if self.fp16 else "fp32", "timer": "cuda-events", **(extra or {})})
 
 
 def energy_per_run(meter, enqueue: Callable[[], None], stream, min_seconds: float = ENERGY_SECONDS) -> float:
@@ -150,11 +136,6 @@ def time_runs_cuda(enqueue: Callable[[], None], stream, protocol: TimingProtocol
         end.record(stream)
         end.synchronize()
         times.append(start.elapsed_time(end))
-        n = len(times)
-        if n >= protocol.min_runs and n % 5 == 0:
-            s = np.sort(times)
-            if median_ci_halfwidth(s) <= protocol.target_rel_ci * float(np.median(s)):
-                break
-        if n >= protocol.min_runs and time.perf_counter() - started > protocol.max_seconds:
+        if protocol.enough(times, started):
             break
     return np.asarray(times)

@@ -18,6 +18,18 @@ class TimingProtocol:
     #: stop timing after this many seconds even if the target was not reached (n then says how many runs were made)
     max_seconds: float = 2.0
 
+    def enough(self, times_ms: list[float], started: float) -> bool:
+        """The stopping rule shared by every timer: after min_runs, stop once the median's CI is within the target
+        (checked every 5 runs) or max_seconds have passed since `started` (a time.perf_counter() value)."""
+        n = len(times_ms)
+        if n < self.min_runs:
+            return False
+        if n % 5 == 0:
+            s = np.sort(times_ms)
+            if median_ci_halfwidth(s) <= self.target_rel_ci * float(np.median(s)):
+                return True
+        return time.perf_counter() - started > self.max_seconds
+
     @classmethod
     def quick(cls) -> "TimingProtocol":
         """For profiling many architectures and for tests: fewer runs, looser target."""
@@ -51,12 +63,7 @@ def time_runs(run: Callable[[], object], protocol: TimingProtocol, sync: Callabl
         if sync:
             sync()
         times.append((time.perf_counter() - t0) * 1e3)
-        n = len(times)
-        if n >= protocol.min_runs and (n % 5 == 0):
-            s = np.sort(times)
-            if median_ci_halfwidth(s) <= protocol.target_rel_ci * float(np.median(s)):
-                break
-        if n >= protocol.min_runs and time.perf_counter() - started > protocol.max_seconds:
+        if protocol.enough(times, started):
             break
     return np.asarray(times)
 

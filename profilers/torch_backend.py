@@ -7,7 +7,6 @@ import torch
 from torch import nn
 
 from hwnas.profilers.base import Backend, random_input, register_backend
-from hwnas.profilers.timing import TimingProtocol
 
 
 def gpu_hardware() -> dict[str, Any]:

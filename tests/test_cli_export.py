@@ -1,13 +1,10 @@
 """`hwnas export` / `hwnas validate` from the command line: exit codes 0 / 1 (a check failed) / 2 (bad input)."""
 import json
 
-import click
 import pytest
 from click.testing import CliRunner
 
-from hwnas.commands.export import export, validate
-from hwnas.commands.profile import devices
-from hwnas.errors import HwnasError
+from hwnas.cli import cli
 from hwnas.store import Store
 
 SPACE = "nb201:C=4,N=1,classes=10"
@@ -15,21 +12,7 @@ ARCH = "|nor_conv_3x3~0|+|avg_pool_3x3~0|nor_conv_1x1~1|+|skip_connect~0|nor_con
 BASE = ["export", "--space", SPACE, "--input-shape", "3x16x16", "--protocol", "quick"]
 
 
-class UserError(click.ClickException):
-    exit_code = 2
 
-
-class Group(click.Group):
-    """What hwnas/cli.py does: HwnasError -> one line, exit 2."""
-
-    def invoke(self, ctx):
-        try:
-            return super().invoke(ctx)
-        except HwnasError as e:
-            raise UserError(str(e)) from None
-
-
-cli = Group(commands={"export": export, "validate": validate, "devices": devices})
 
 
 def invoke(*args):

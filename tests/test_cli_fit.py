@@ -7,17 +7,12 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from hwnas.cli import HwnasGroup, cli
-from hwnas.commands.fit import fit, predict
+from hwnas.cli import cli
 from hwnas.predictors import load_predictor
 from hwnas.predictors.api import predict_archs
 from hwnas.store import Store
 
-# The lead registers `fit` and `predict` on the `hwnas` group; this group wraps them the same way (HwnasError ->
-# one line, exit 2) so these tests do not depend on that registration.
-group = HwnasGroup()
-group.add_command(fit)
-group.add_command(predict)
+group = cli  # the real `hwnas` group: HwnasError -> one line, exit 2
 TINY = "nb201:C=4,N=1"
 
 

@@ -46,7 +46,7 @@ def additive_table(space):
 def test_dual_ascent_raises_multiplier_over_budget_and_settles_at_budget(space):
     table = additive_table(space)
     budget = 4.0  # the unconstrained optimum (all conv3x3) costs 9.0
-    cost = HardwareCost(space, "latency_ms", budget, table=table, multiplier_lr=0.05, track="relaxed")
+    cost = HardwareCost(space, "latency_ms", budget, table=table, multiplier_lr=0.05, track="relaxed", mode="cap")
     alpha = torch.zeros(space.alpha_shape, requires_grad=True)
     opt = torch.optim.Adam([alpha], lr=0.05)
     reward = torch.tensor(table)  # a stand-in task loss that prefers the expensive operations
@@ -69,8 +69,48 @@ def test_dual_ascent_raises_multiplier_over_budget_and_settles_at_budget(space):
     assert float(cost.value(alpha.detach())) == pytest.approx(float((torch.softmax(alpha.detach(), -1) * reward).sum()), rel=1e-5)
 
 
+def cheap_task_search(space, costs, steps=600):
+    """Architecture steps with a task loss that prefers the cheap operations (as DARTS drifts to skip/pool on an
+    easy task); returns the relaxed costs per step."""
+    alpha = torch.zeros(space.alpha_shape, requires_grad=True)
+    opt = torch.optim.Adam([alpha], lr=0.05)
+    reward = -torch.tensor(additive_table(space))
+    values = []
+    for _ in range(steps):
+        task = -(torch.softmax(alpha, -1) * reward).sum() / 4
+        loss, now = total_loss(task, alpha, costs)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        tightest = max(costs, key=lambda c: now[c.target] / c.budget).target
+        for c in costs:
+            c.update_multiplier(now[c.target], tightest=c.target == tightest)
+        values.append(now)
+    return values
+
+
+def test_target_mode_pulls_an_unused_budget_up_and_cap_mode_does_not(space):
+    table = additive_table(space)
+    target = HardwareCost(space, "latency_ms", 4.0, table=table, track="relaxed", mode="target")
+    landed = np.mean([v["latency_ms"] for v in cheap_task_search(space, [target])[-50:]])
+    assert target.multiplier < 0 or target.dual < 0  # pulled up while under budget
+    assert abs(landed / 4.0 - 1) < 0.05
+    cap = HardwareCost(space, "latency_ms", 4.0, table=table, track="relaxed", mode="cap")
+    left = np.mean([v["latency_ms"] for v in cheap_task_search(space, [cap])[-50:]])
+    assert cap.multiplier == 0.0 and left < 0.5 * 4.0  # a cap leaves the budget unused
+
+
+def test_target_mode_pulls_only_the_tightest_of_two_budgets(space):
+    table = additive_table(space)
+    latency = HardwareCost(space, "latency_ms", 4.0, table=table, track="relaxed")
+    energy = HardwareCost(space, "energy_mj", 40.0, table=table, track="relaxed")  # never binding
+    values = cheap_task_search(space, [latency, energy])
+    assert energy.multiplier == 0.0 and energy.dual == 0.0
+    assert abs(np.mean([v["latency_ms"] for v in values[-50:]]) / 4.0 - 1) < 0.05
+
+
 def test_multiplier_never_negative_and_proxyless_form(space):
-    cost = HardwareCost(space, "latency_ms", 100.0, table=additive_table(space))
+    cost = HardwareCost(space, "latency_ms", 100.0, table=additive_table(space), mode="cap")
     for _ in range(10):
         cost.update_multiplier(1.0)  # far under budget
     assert cost.multiplier == 0.0

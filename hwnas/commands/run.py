@@ -7,7 +7,12 @@ from hwnas.commands.common import console, emit_json, json_option, run_dir_optio
 from hwnas.pipeline import DEFAULT_SPACE, run_pipeline
 from hwnas.predictors import PREDICTORS
 from hwnas.profilers import BACKENDS
+from hwnas.search.cost import MODES
 from hwnas.search.strategy import STRATEGIES
+
+# What the search's cost term accepts: differentiable on one-hot codes, or an additive per-operation table.
+SEARCH_COST_PREDICTORS = [n for n in PREDICTORS.names() if PREDICTORS.get(n).default_encoding == "onehot"
+                          and (PREDICTORS.get(n).differentiable or hasattr(PREDICTORS.get(n), "table_for"))]
 
 
 @click.command()
@@ -16,30 +21,40 @@ from hwnas.search.strategy import STRATEGIES
 @click.option("--dataset", default="digits", show_default=True,
               help="digits (scikit-learn, no download), synthetic, a CIFAR-10 python folder, or an .npz with x and y.")
 @click.option("--backend", default="onnxruntime-cpu", show_default=True, type=click.Choice(BACKENDS.names()))
-@click.option("--threads", default=1, show_default=True, type=click.IntRange(min=1))
+@click.option("--threads", default=1, show_default=True, type=click.IntRange(min=1),
+              help="Fixed intra-op thread count for measuring (part of the device's identity).")
 @click.option("--samples", default=100, show_default=True, type=click.IntRange(min=5),
               help="Architectures to profile (stored ones are reused).")
 @click.option("--budget-ms", type=click.FloatRange(min=0, min_open=True), default=None,
               help="Latency budget in ms. Default: the --budget-percentile of the profiled latencies.")
-@click.option("--budget-percentile", default=40.0, show_default=True, type=click.FloatRange(1, 99))
+@click.option("--budget-percentile", default=40.0, show_default=True, type=click.FloatRange(1, 99),
+              help="Without --budget-ms: the budget is this percentile of the profiled latencies.")
 @click.option("--budget-mj", type=click.FloatRange(min=0, min_open=True), default=None,
               help="Energy budget in mJ per inference, met together with the latency budget.")
-@click.option("--predictor", default="mlp", show_default=True,
-              type=click.Choice([n for n in PREDICTORS.names() if PREDICTORS.get(n).differentiable]),
-              help="Differentiable latency predictor used as the search's cost term.")
-@click.option("--strategy", default="darts", show_default=True, type=click.Choice(STRATEGIES.names()))
-@click.option("--search-epochs", default=15, show_default=True, type=click.IntRange(min=1))
-@click.option("--retrain-epochs", default=30, show_default=True, type=click.IntRange(min=1))
-@click.option("--seed", default=0, show_default=True)
+@click.option("--predictor", default="lookup", show_default=True,
+              type=click.Choice(SEARCH_COST_PREDICTORS),
+              help="Latency predictor used as the search's cost term: a differentiable one on one-hot codes (mlp) "
+                   "or the additive per-operation table (lookup).")
+@click.option("--strategy", default="darts", show_default=True, type=click.Choice(STRATEGIES.names()),
+              help="Differentiable search strategy; all share one supernet (see `hwnas search --help`).")
+@click.option("--budget-mode", default="target", show_default=True, type=click.Choice(MODES),
+              help="target: the search lands at the budget (a cost under it is pulled up); cap: only an upper limit.")
+@click.option("--search-epochs", default=15, show_default=True, type=click.IntRange(min=1),
+              help="Supernet search epochs.")
+@click.option("--retrain-epochs", default=30, show_default=True, type=click.IntRange(min=1),
+              help="Epochs to train the chosen architecture from scratch before export.")
+@click.option("--seed", default=0, show_default=True, help="Seed for sampling, data splits and training.")
 @run_dir_option
 @store_option
 @json_option
 def run(space, dataset, backend, threads, samples, budget_ms, budget_percentile, budget_mj, predictor, strategy,
-        search_epochs, retrain_epochs, seed, run_dir, store_url, as_json):
+        budget_mode, search_epochs, retrain_epochs, seed, run_dir, store_url, as_json):
     """Profile this device, fit a latency predictor, search under the budget, retrain, export to ONNX and
     measure the exported model against the budget. Rerunning reuses stored measurements."""
-    r = run_pipeline(run_dir, store_url, space, dataset, backend, threads, samples, budget_ms, budget_percentile,
-                     budget_mj, predictor, strategy, search_epochs, retrain_epochs, seed, progress=not as_json)
+    r = run_pipeline(run_dir=run_dir, store_url=store_url, space=space, dataset=dataset, backend=backend,
+                     threads=threads, samples=samples, budget_ms=budget_ms, budget_percentile=budget_percentile,
+                     budget_mj=budget_mj, predictor=predictor, strategy=strategy, budget_mode=budget_mode,
+                     search_epochs=search_epochs, retrain_epochs=retrain_epochs, seed=seed, progress=not as_json)
     if as_json:
         emit_json(r)
         return

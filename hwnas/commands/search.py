@@ -10,20 +10,21 @@ import click
 
 from hwnas.commands.common import console, emit_json, json_option, open_store, run_dir_option, store_option, table
 from hwnas.errors import HwnasError
+from hwnas.pipeline import DEFAULT_SPACE
 from hwnas.profilers import BACKENDS, TimingProtocol
-from hwnas.search.cost import FORMS
+from hwnas.search.cost import FORMS, MODES
 from hwnas.search.strategy import STRATEGIES
 
-DEFAULT_SPACE = "nb201:C=8,N=1"
 PROTOCOLS = {"quick": TimingProtocol.quick, "default": TimingProtocol, "thorough": TimingProtocol.thorough}
 
 
 def run_search_command(space: str = DEFAULT_SPACE, dataset: str = "digits", budget_ms: float | None = None,
                        budget_mj: float | None = None, strategy: str = "darts", epochs: int = 10,
                        retrain_epochs: int = 20, backend: str = "onnxruntime-cpu", threads: int = 1,
-                       predictor: str = "mlp", cost_form: str = "dual", limit: int | None = None, seed: int = 0,
+                       predictor: str = "lookup", cost_form: str = "dual", limit: int | None = None, seed: int = 0,
                        run_dir: str | Path = "runs/default", store_url: str | None = None, protocol: str = "default",
-                       energy_predictor: str | None = None, progress: bool = True) -> dict[str, Any]:
+                       energy_predictor: str | None = None, progress: bool = True,
+                       budget_mode: str = "target") -> dict[str, Any]:
     """What `hwnas search` does, as a function: load the data, get a predictor per budget (a saved predictor
     file, or fit one of the named kind on the store's measurements of this device; `predictor` for latency,
     `energy_predictor` for energy, which defaults to `predictor` when that is a name, else mlp), search, verify on the
@@ -44,12 +45,12 @@ def run_search_command(space: str = DEFAULT_SPACE, dataset: str = "digits", budg
     device = get_backend(backend, threads=threads)
     store = open_store(store_url, run_dir)
     if energy_predictor is None:
-        energy_predictor = "mlp" if Path(predictor).suffix == ".npz" else predictor
+        energy_predictor = "lookup" if Path(predictor).suffix == ".npz" else predictor
     kinds = {"latency_ms": predictor, "energy_mj": energy_predictor}
     predictors = {target: _predictor(kinds[target], target, s, shape, device, store, seed) for target in budgets}
     result = search_under_budget(s, data, predictors, budgets, strategy=strategy, epochs=epochs, backend=device,
                                  store=store, input_shape=shape, seed=seed, progress=progress, out_dir=run_dir,
-                                 cost_form=cost_form, protocol=PROTOCOLS[protocol]())
+                                 cost_form=cost_form, protocol=PROTOCOLS[protocol](), budget_mode=budget_mode)
     if retrain_epochs > 0:
         _, result.test_accuracy = train_arch(s, result.arch, data, epochs=retrain_epochs, seed=seed, progress=progress)
     out = result.to_dict()
@@ -103,11 +104,14 @@ def _predictor(spec: str, target: str, space, shape, device, store, seed: int):
               help="Timing protocol for measuring the chosen architecture (quick, default, thorough).")
 @click.option("--predictor", default=None, metavar="PATH|NAME",
               help="A predictor file from `hwnas fit`, or a predictor name fitted now on the store's measurements "
-              "of this device (default: mlp; tabular mode: ridge).")
+              "of this device (default: lookup, the additive per-operation table; tabular mode: ridge).")
 @click.option("--energy-predictor", default=None, metavar="PATH|NAME",
               help="Like --predictor, for the --budget-mj cost (default: --predictor's kind, or mlp).")
 @click.option("--cost-form", default="dual", show_default=True, type=click.Choice(FORMS),
               help="dual: multiplier adapted by dual ascent; proxyless: task loss x (cost/budget)^beta.")
+@click.option("--budget-mode", default="target", show_default=True, type=click.Choice(MODES),
+              help="target: the search lands at the budget (a cost under it is pulled up); cap: the budget is only "
+              "an upper limit.")
 @click.option("--tabular", is_flag=True,
               help="Benchmark mode on published tables: a latency column is the device, an accuracy column the oracle.")
 @click.option("--latency-csv", type=click.Path(), default=None, help="Tabular: latency table (arch + one column per device).")
@@ -123,7 +127,7 @@ def _predictor(spec: str, target: str, space, shape, device, store, seed: int):
 @store_option
 @json_option
 def search(budget_ms, budget_mj, strategy, space, dataset, limit, epochs, retrain_epochs, backend, threads, protocol, predictor,
-           energy_predictor, cost_form, tabular, latency_csv, latency_column, accuracy_csv, accuracy_column, measurements,
+           energy_predictor, cost_form, budget_mode, tabular, latency_csv, latency_column, accuracy_csv, accuracy_column, measurements,
            accuracy_signal, seed, run_dir, store_url, as_json):
     """Search for the most accurate architecture within a latency (and/or energy) budget.
 
@@ -154,8 +158,8 @@ def search(budget_ms, budget_mj, strategy, space, dataset, limit, epochs, retrai
         console.print(table("Tabular search under budget", ["", "value"], rows))
         return
     r = run_search_command(space, dataset, budget_ms, budget_mj, strategy, epochs, retrain_epochs, backend, threads,
-                           predictor or "mlp", cost_form, limit, seed, run_dir, store_url, protocol,
-                           energy_predictor, progress=not as_json)
+                           predictor or "lookup", cost_form, limit, seed, run_dir, store_url, protocol,
+                           energy_predictor, progress=not as_json, budget_mode=budget_mode)
     if as_json:
         emit_json(r)
         return

@@ -56,7 +56,7 @@ def search_under_budget(space, dataset, predictors: dict[str, Any], budgets: dic
                         progress: bool = True, out_dir: str | Path | None = None, cost_form: str = "dual",
                         batch_size: int = 64, weight_lr: float = 0.05, arch_lr: float = 0.05,
                         multiplier_lr: float = 0.05, max_repairs: int = 5, protocol=None,
-                        strategy_options: dict[str, Any] | None = None) -> SearchResult:
+                        strategy_options: dict[str, Any] | None = None, budget_mode: str = "target") -> SearchResult:
     """Search `space` on `dataset` for the most accurate architecture within `budgets` ({"latency_ms": 1.2,
     "energy_mj": 0.5}), with one differentiable predictor per budgeted target.
 
@@ -64,6 +64,7 @@ def search_under_budget(space, dataset, predictors: dict[str, Any], budgets: dic
     is over any budget the measurement joins the predictor's data, the predictor is refitted (or, without
     enough data, rescaled) and discretisation runs again excluding what was measured over, up to
     `max_repairs` times. Without a backend `measured` is None and `within_budget` is False.
+    `budget_mode` "target" lands the search at the budget, "cap" only keeps it under (see hwnas.search.cost).
     """
     unknown = set(budgets) - set(TARGETS)
     if unknown:
@@ -80,7 +81,8 @@ def search_under_budget(space, dataset, predictors: dict[str, Any], budgets: dic
         raise HwnasError(f"the dataset's input shape {dataset.input_shape} differs from the search's {shape}")
     torch.manual_seed(seed)
     started = time.perf_counter()
-    costs = [HardwareCost(space, t, b, predictor=predictors[t], form=cost_form, multiplier_lr=multiplier_lr)
+    costs = [HardwareCost(space, t, b, predictor=predictors[t], form=cost_form, multiplier_lr=multiplier_lr,
+                          mode=budget_mode)
              for t, b in budgets.items()]
     supernet = space.supernet(shape)
     strat = get_strategy(strategy)(space, supernet, costs, weight_lr=weight_lr, arch_lr=arch_lr, seed=seed,

@@ -6,7 +6,13 @@ met by a Lagrange multiplier adapted by dual ascent on (cost / budget - 1), so t
 budget without a hand-tuned weight. The multiplier is the dual variable (the integral of the violation) plus a
 proportional term on the current violation (the PID-Lagrangian of Stooke et al., 2020): plain dual ascent
 oscillates around the budget when the task loss is close to linear in the mixing weights; the proportional
-term damps that, and the search lands at the budget within a few per cent. `form="proxyless"` gives ProxylessNAS's multiplicative form instead.
+term damps that, and the search lands at the budget within a few per cent.
+
+By default (`mode="target"`) the budget is a target, not only a cap: while the tightest budget is not used, its
+multiplier may turn negative (down to -max_pull) and pulls the architecture up to it. Without that, DARTS's
+known drift to parameter-free operations (skip, pooling) on an easy task leaves much of the budget unused, and
+users asked for the most accurate network that fits, which on real tasks is the one that uses the budget.
+Only the tightest cost may pull up, so a latency budget and an energy budget never pull against each other. `form="proxyless"` gives ProxylessNAS's multiplicative form instead.
 Several costs (latency and energy) combine: `total_loss(task_loss, alpha, costs)`.
 """
 from __future__ import annotations
@@ -20,6 +26,9 @@ from hwnas.errors import HwnasError
 
 FORMS = ("dual", "proxyless")
 TRACKS = ("derived", "relaxed")
+#: "target": the budget is where the search should land (the multiplier may turn negative and pull a cost that
+#: sits under its budget up to it); "cap": the budget is only an upper limit (multiplier >= 0)
+MODES = ("target", "cap")
 
 
 class HardwareCost:
@@ -29,9 +38,9 @@ class HardwareCost:
     table: instead of a predictor, per-decision per-option costs of shape `space.alpha_shape` plus `base`:
         the expected cost under softmax(alpha) is base + sum(table * softmax(alpha)), linear and exact for
         additive costs (Once-for-All / FBNet lookup tables).
-    form: "dual" adds multiplier * (cost / budget - 1), multiplier = max(0, dual + proportional * violation),
-        where `dual` rises by multiplier_lr * violation per step while over budget and falls (never below 0)
-        while under. `track` says which cost the multiplier follows: "derived" (default), the predicted cost of
+    form: "dual" adds multiplier * (cost / budget - 1), multiplier = max(floor, dual + proportional * violation),
+        where `dual` rises by multiplier_lr * violation per step while over budget and falls (never below the
+        floor) while under; the floor is 0 with mode="cap" and -max_pull with mode="target" (see the module doc). `track` says which cost the multiplier follows: "derived" (default), the predicted cost of
         the architecture the search would output now (argmax of alpha), so that it is the discretised
         architecture that lands at the budget; or "relaxed", the cost of the mixture itself (the gradient always
         comes from the relaxed cost); "proxyless" multiplies the task loss by (cost / budget) ** beta, the
@@ -41,7 +50,10 @@ class HardwareCost:
 
     def __init__(self, space, target: str, budget: float, predictor=None, table: np.ndarray | None = None,
                  base: float = 0.0, form: str = "dual", multiplier_lr: float = 0.05, multiplier: float = 0.0,
-                 proportional: float = 2.0, track: str = "derived", beta: float = 0.6):
+                 proportional: float = 2.0, track: str = "derived", beta: float = 0.6, mode: str = "target",
+                 max_pull: float = 2.0):
+        if mode not in MODES:
+            raise HwnasError(f"unknown budget mode {mode!r}; accepted: {', '.join(MODES)}")
         if track not in TRACKS:
             raise HwnasError(f"unknown cost tracking {track!r}; accepted: {', '.join(TRACKS)}")
         if form not in FORMS:
@@ -65,6 +77,7 @@ class HardwareCost:
         self.proportional = float(proportional)
         self.track = track
         self.beta = float(beta)
+        self.mode, self.max_pull = mode, float(max_pull)
 
     def set_predictor(self, predictor) -> None:
         """Use `predictor` from now on: a differentiable one on one-hot codes (its torch module on the relaxed
@@ -102,13 +115,15 @@ class HardwareCost:
         cost = self.value(alpha)
         return self.multiplier * (cost / self.budget - 1.0), float(cost.detach())
 
-    def update_multiplier(self, cost: float) -> float:
-        """Dual ascent on the tracked cost: the dual variable rises by its rate times the relative violation
-        (never below zero); the multiplier adds the proportional term on the current violation."""
+    def update_multiplier(self, cost: float, tightest: bool = True) -> float:
+        """Dual ascent on the tracked cost: the dual variable moves by its rate times the relative violation;
+        the multiplier adds the proportional term on the current violation. Both stay >= 0 in "cap" mode or
+        when another budget is tighter; in "target" mode the tightest may go down to -max_pull."""
         if self.form == "dual":
             violation = cost / self.budget - 1.0
-            self.dual = max(0.0, self.dual + self.multiplier_lr * violation)
-            self.multiplier = max(0.0, self.dual + self.proportional * violation)
+            floor = -self.max_pull if (self.mode == "target" and tightest) else 0.0
+            self.dual = max(floor, self.dual + self.multiplier_lr * violation)
+            self.multiplier = max(floor, self.dual + self.proportional * violation)
         return self.multiplier
 
 

@@ -108,8 +108,11 @@ def run_search(strategy: Strategy, dataset, epochs: int, batch_size: int = 64,
             out = strategy.step(train, val)
             derived = strategy.space.derive(strategy.alpha)
             derived_cost = {c.target: float(c.predict_arch([derived])[0]) for c in strategy.costs}
+            tracked = {c.target: derived_cost[c.target] if c.track == "derived" else out["costs"][c.target]
+                       for c in strategy.costs}
+            tightest = max(strategy.costs, key=lambda c: tracked[c.target] / c.budget).target
             for c in strategy.costs:
-                c.update_multiplier(derived_cost[c.target] if c.track == "derived" else out["costs"][c.target])
+                c.update_multiplier(tracked[c.target], tightest=c.target == tightest)
             trace.append({"cost": dict(out["costs"]), "derived_cost": derived_cost,
                           "dual": {c.target: c.dual for c in strategy.costs},
                           "multiplier": {c.target: c.multiplier for c in strategy.costs}})
