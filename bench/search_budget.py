@@ -6,7 +6,7 @@ budgets at the 10/25/50/75th percentile of its latencies, several seeds; `tabula
 architecture's true latency is within budget, (b) share of the budget used (and that of the true best), (c)
 cifar10 accuracy regret vs the true best under the budget, (d) device measurements used.
 
-Part 2, real (this CPU, ONNX Runtime, digits): profile a tiny space, fit an MLP latency predictor, then run the
+Part 2, real (this CPU, ONNX Runtime, digits): profile `hwnas run`'s space, fit a latency predictor (lookup table), then run the
 differentiable strategies under budgets at percentiles of the profiled latencies (one run with a latency and an
 energy budget together); the chosen architecture is measured (and repaired if over), retrained from scratch,
 and its test accuracy reported.
@@ -26,6 +26,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
+from hwnas.pipeline import DEFAULT_SPACE  # the real part searches the space `hwnas run` does
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("HWNAS_SHARED_DATA", ROOT.parent / "shared" / "data")) / "nb201"
@@ -127,8 +129,8 @@ def real_part(args, console) -> dict:
     stored = store.measurements(**key)
     latencies = np.array([m.latency_ms for m in stored])
     energies = np.array([m.energy_mj for m in stored])
-    predictors = {t: fit_from_store(store, space, backend.device_id(), backend.name, shape, target=t, predictor="mlp",
-                                    seed=0)[0] for t in ("latency_ms", "energy_mj")}
+    predictors = {t: fit_from_store(store, space, backend.device_id(), backend.name, shape, target=t,
+                                    predictor=args.real_predictor, seed=0)[0] for t in ("latency_ms", "energy_mj")}
     runs = []
     plans = [(s, {"latency_ms": float(np.percentile(latencies, q))}, q) for q in args.real_percentiles
              for s in args.strategies]
@@ -139,7 +141,7 @@ def real_part(args, console) -> dict:
         before = len(store.measurements(**key))
         r = search_under_budget(space, data, {t: predictors[t] for t in budgets}, budgets, strategy=strategy,
                                 epochs=args.real_epochs, backend=backend, store=store, input_shape=shape, seed=0,
-                                progress=True, out_dir=run_dir / f"{strategy}-{len(runs)}")
+                                progress=True, out_dir=run_dir / f"{strategy}-{len(runs)}", budget_mode=args.budget_mode)
         _, accuracy = train_arch(space, r.arch, data, epochs=args.retrain_epochs, seed=0, progress=False)
         measured_ok = r.within_budget and all(r.measured[t] <= b for t, b in budgets.items())
         runs.append({"strategy": strategy, "budget_label": f"p{label}" if isinstance(label, int) else label,
@@ -151,10 +153,11 @@ def real_part(args, console) -> dict:
                      "new_store_rows": len(store.measurements(**key)) - before, "plot": r.plot})
         # the repair loop refits predictors on what it measured: start the next run from the profiled fit
         predictors = {t: fit_from_store(store, space, backend.device_id(), backend.name, shape, target=t,
-                                        predictor="mlp", seed=0)[0] for t in ("latency_ms", "energy_mj")}
+                                        predictor=args.real_predictor, seed=0)[0] for t in ("latency_ms", "energy_mj")}
     console.print(table(
         f"Real searches on this CPU ({backend.device_name()}, onnxruntime, {space.spec}, digits, "
-        f"{args.real_epochs} search epochs, {args.retrain_epochs} retrain epochs)",
+        f"{args.real_epochs} search epochs, {args.retrain_epochs} retrain epochs, {args.real_predictor} cost, "
+        f"budget mode {args.budget_mode})",
         ["strategy", "budget", "measured", "within (measured)", "budget used", "measurements", "test acc"],
         [[x["strategy"], f"{x['budget_label']}: " + ", ".join(f"{t} {b:.4g}" for t, b in x["budgets"].items()),
           ", ".join(f"{t} {_num((x['measured'] or {}).get(t))}" for t in x["budgets"]),
@@ -163,7 +166,8 @@ def real_part(args, console) -> dict:
     return {"space": space.spec, "device": backend.device_name(), "device_id": backend.device_id(),
             "profiled": len(stored), "profile_seconds": round(profile_seconds, 1),
             "latency_ms_range": [float(latencies.min()), float(np.median(latencies)), float(latencies.max())],
-            "epochs": args.real_epochs, "retrain_epochs": args.retrain_epochs, "runs": runs,
+            "epochs": args.real_epochs, "retrain_epochs": args.retrain_epochs, "predictor": args.real_predictor,
+            "budget_mode": args.budget_mode, "runs": runs,
             "summary": {"runs": len(runs), "reported_within_budget": int(sum(x["within_budget"] for x in runs)),
                         "measured_violations_reported": int(sum(x["violation_reported"] for x in runs)),
                         "latency_budget_used_mean": float(np.mean([x["budget_used"]["latency_ms"] for x in runs
@@ -190,7 +194,9 @@ def main() -> None:
     p.add_argument("--devices", nargs="*", default=None)
     p.add_argument("--skip-tabular", action="store_true")
     p.add_argument("--skip-real", action="store_true")
-    p.add_argument("--real-space", default="nb201:C=8,N=1")
+    p.add_argument("--real-space", default=DEFAULT_SPACE)
+    p.add_argument("--real-predictor", default="lookup", help="latency/energy predictor of the real part")
+    p.add_argument("--budget-mode", default="target", choices=["target", "cap"])
     p.add_argument("--profile", type=int, default=40, help="architectures profiled for the real part")
     p.add_argument("--real-percentiles", type=int, nargs="*", default=[25, 50, 75])
     p.add_argument("--strategies", nargs="*", default=["darts", "darts-2nd", "single-level", "mean-shift", "gumbel"])

@@ -210,6 +210,26 @@ def test_discretise_moves_over_budget_arch_to_best_feasible_neighbour(space):
         derive_within_budget(space, alpha, [HardwareCost(space, "latency_ms", 1e-3, table=table, base=1.0)])
 
 
+def test_discretise_prefers_a_feasible_architecture_the_search_derived_lately(space):
+    table = additive_table(space)
+    all_conv = Arch(space.name, (CONV3,) * 6)
+    budget = 1.5 * 5 + 0.6
+    cost = HardwareCost(space, "latency_ms", budget, table=table)
+    alpha = torch.zeros(space.alpha_shape)
+    alpha[:, CONV3] = 3.0
+    alpha[4, 2] = 2.5
+    one_conv1x1 = Arch(space.name, (CONV3, CONV3, 2, CONV3, CONV3, CONV3))  # feasible, seen at the end of the search
+    too_dear = all_conv  # seen too, but over budget
+    cheap = Arch(space.name, (0,) * 6)  # feasible but improbable
+    recent = [space.to_string(a) for a in (too_dear, cheap, one_conv1x1, too_dear)]
+    arch, moves = derive_within_budget(space, alpha, [cost], recent=recent)
+    assert arch == one_conv1x1 and moves == [space.to_string(all_conv), space.to_string(one_conv1x1)]
+    # no feasible recent one left (measured over budget, so excluded): the neighbour rule takes over
+    arch, _ = derive_within_budget(space, alpha, [cost], recent=recent[:1] + recent[2:],
+                                   exclude={space.to_string(one_conv1x1)})
+    assert arch.choices == (CONV3, CONV3, CONV3, CONV3, 2, CONV3)
+
+
 @pytest.fixture(scope="module")
 def measured_store(space, digits, tmp_path_factory):
     """12 architectures measured for real with ONNX Runtime into an SQLite store."""

@@ -180,7 +180,7 @@ def _summary_table(title: str, r: dict[str, Any]):
             rows.append([f"ONNX vs PyTorch ({kind}, {p['samples']})",
                          f"{'ok' if p['passed'] else 'FAIL'}: max abs {p['max_abs_error']:.2g}, max rel "
                          f"{p['max_rel_error']:.2g}, top-1 agree {100 * p['top1_agreement']:.0f}% "
-                         f"({p['reference_top1_classes']} classes predicted)"])
+                         f"({p['reference_top1_classes']} class{'' if p['reference_top1_classes'] == 1 else 'es'} predicted)"])
     q = r.get("int8_parity")
     if q:
         delta = "" if q.get("accuracy_delta") is None else f", accuracy change {100 * q['accuracy_delta']:+.1f} points"

@@ -78,4 +78,4 @@ def run(space, dataset, backend, threads, samples, budget_ms, budget_percentile,
         ["ONNX file", r["onnx"]],
         ["seconds", f"{r['seconds']} ({', '.join(f'{k} {v}' for k, v in r['stage_seconds'].items())})"],
     ]
-    console.print(table("hwnas run", ["", ""], rows))
+    console.print(table("hwnas run", ["result", "value"], rows))

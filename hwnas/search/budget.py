@@ -97,8 +97,10 @@ def search_under_budget(space, dataset, predictors: dict[str, Any], budgets: dic
                           f"acc {row['accuracy']:.3f}  {parts}", soft_wrap=True)
 
     history = run_search(strat, dataset, epochs, batch_size, on_epoch=show)
+    recent = [step["derived"] for step in (history[-1].get("steps") or [])] if history else []
     result = discretise_and_verify(space, strat.alpha, costs, backend=backend, store=store, input_shape=shape,
-                                   batch=batch, max_repairs=max_repairs, protocol=protocol, progress=progress)
+                                   batch=batch, max_repairs=max_repairs, protocol=protocol, progress=progress,
+                                   recent=recent)
     result.strategy, result.history = strategy, history
     result.search_seconds = round(time.perf_counter() - started, 2)
     if out_dir is not None and history:
@@ -108,7 +110,7 @@ def search_under_budget(space, dataset, predictors: dict[str, Any], budgets: dic
 
 def discretise_and_verify(space, alpha: torch.Tensor, costs: list[HardwareCost], backend=None, store=None,
                           input_shape=None, batch: int = 1, max_repairs: int = 5, protocol=None,
-                          progress: bool = False) -> SearchResult:
+                          progress: bool = False, recent=()) -> SearchResult:
     """Budget-respecting discretisation, then measure -> (over budget: store, refit, repair) until a measured
     architecture is within every budget or `max_repairs` repairs are spent."""
     shape = tuple(input_shape or space.default_input_shape)
@@ -120,7 +122,7 @@ def discretise_and_verify(space, alpha: torch.Tensor, costs: list[HardwareCost],
     arch = None
     for _ in range(max_repairs + 1):
         try:
-            arch, moves = derive_within_budget(space, alpha, costs, exclude=over)
+            arch, moves = derive_within_budget(space, alpha, costs, exclude=over, recent=recent)
         except HwnasError as e:  # nothing left that is predicted within budget: report what was measured, not a pass
             if not attempts:
                 raise

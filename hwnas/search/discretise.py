@@ -1,7 +1,10 @@
 """Turning architecture parameters into one discrete architecture that respects the budget (by prediction).
 
 `derive_within_budget` takes the strongest option at every decision; if that is predicted over any budget
-(or was already measured over it), it moves to the best feasible neighbour, "best" meaning the most
+(or was already measured over it), it takes the most probable (under softmax(alpha)) of the architectures
+the search itself derived during its last epoch that are predicted within budget: with the multiplier holding
+the derived architecture at the budget, these sit just under it, where one forced move to a neighbour can
+drop a whole convolution. Failing that, it moves to the best feasible neighbour, "best" meaning the most
 probable under softmax(alpha). With no feasible neighbour it steps to the neighbour that most reduces the
 worst relative overshoot and looks again; a finite space falls back to the most probable feasible
 architecture of the whole space.
@@ -36,10 +39,20 @@ def predicted(costs: Sequence[HardwareCost], arch) -> dict[str, float]:
 
 
 def derive_within_budget(space, alpha: torch.Tensor, costs: Sequence[HardwareCost], exclude: set[str] = frozenset(),
-                         max_moves: int = 6):
-    """Returns (arch, moves): the architecture and the list of architecture strings visited on the way."""
+                         max_moves: int = 6, recent: Sequence[str] = ()):
+    """Returns (arch, moves): the architecture and the list of architecture strings visited on the way.
+    `recent`: architecture strings the search derived lately (its last epoch), candidates before neighbours."""
     arch = space.derive(alpha)
     moves = [space.to_string(arch)]
+    if space.to_string(arch) in exclude or worst_ratio(costs, [arch])[0] > 1.0:
+        seen = [space.from_string(a) for a in dict.fromkeys(recent) if a not in exclude]
+        if seen:
+            ratio, score = worst_ratio(costs, seen), arch_log_prob(space, alpha, seen)
+            ok = np.flatnonzero(ratio <= 1.0)
+            if len(ok):
+                best = seen[int(ok[np.argmax(score[ok])])]
+                moves.append(space.to_string(best))
+                return best, moves
     for _ in range(max_moves + 1):
         if space.to_string(arch) not in exclude and worst_ratio(costs, [arch])[0] <= 1.0:
             return arch, moves

@@ -114,6 +114,7 @@ def run_search(strategy: Strategy, dataset, epochs: int, batch_size: int = 64,
             for c in strategy.costs:
                 c.update_multiplier(tracked[c.target], tightest=c.target == tightest)
             trace.append({"cost": dict(out["costs"]), "derived_cost": derived_cost,
+                          "derived": strategy.space.to_string(derived),
                           "dual": {c.target: c.dual for c in strategy.costs},
                           "multiplier": {c.target: c.multiplier for c in strategy.costs}})
             sums["loss"] += out["loss"]
