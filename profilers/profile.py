@@ -78,9 +78,11 @@ def profile_space(
     progress: bool = True,
     archs: Sequence[Arch] | None = None,
 ) -> ProfileSummary:
-    """Measure `samples` architectures chosen by `strategy` (uniform, flops, or active). Each is committed as soon
-    as it is measured, and the choice is a deterministic function of the seed (and, for active, of what is
-    stored), so rerunning after an interruption measures only what is missing. `archs` names the list instead."""
+    """Have `samples` distinct architectures of this (device, backend, space, shape, batch) measured in the store:
+    those already stored count, and the rest are chosen by `strategy` (uniform, flops, or active). Each is
+    committed as soon as it is measured, and the choice is a deterministic function of the seed (and, for
+    active, of what is stored), so rerunning after an interruption measures only what is missing, and a larger
+    --samples extends the store. `archs` names the list instead (each measured unless stored)."""
     from hwnas.errors import HwnasError
 
     if strategy not in STRATEGIES and not archs:
@@ -90,17 +92,16 @@ def profile_space(
     key = dict(device=backend.device_id(), backend=backend.name, space=space.spec, input_shape=shape, batch=batch)
     started = time.perf_counter()
     protocol = protocol or TimingProtocol.quick()
+    stored = store.archs(**key)
     if archs:
-        initial, strategy = list(archs), "given"
+        todo, strategy = list(archs), "given"
+        samples = len(stored | {space.to_string(a) for a in archs})
     elif strategy == "active":
         # A uniform seed set, then batches chosen where the predictor ensemble is least sure.
-        initial = sample_archs(space, min(samples, max(10, samples // 4)), "uniform", seed, shape)
+        todo = sample_archs(space, min(samples, max(10, samples // 4)), "uniform", seed, shape)
     else:
-        initial = sample_archs(space, samples, strategy, seed, shape)
-    todo_first = list(initial)
-    chosen = set(space.to_string(a) for a in initial)
-    stored = store.archs(**key)
-    already = len(chosen & stored)
+        todo = sample_archs(space, samples, strategy, seed, shape)
+    already = min(len(stored), samples)
     measured_now = 0
 
     with _progress(progress, f"profiling {space.name} on {backend.name}") as bar:
@@ -112,33 +113,32 @@ def profile_space(
                 s = space.to_string(arch)
                 if s in stored:
                     continue
+                if len(stored) >= samples:
+                    return
                 m = measure_arch(space, arch, backend, shape, batch, protocol, store)
                 stored.add(s)
                 measured_now += 1
                 if bar:
                     bar.update(task, advance=1, description=f"{m.latency_ms:7.3f} ms  {s[:60]}")
 
-        measure_list(todo_first)
+        measure_list(todo)
         if strategy == "active":
             from hwnas.predictors import select_active
 
             pool = sample_archs(space, min(space.size() or 20000, 2000), "uniform", seed + 1, shape)
             round_no = 0
-            while True:
-                rows = store.measurements(**key)
-                mine = [m for m in rows if m.arch in chosen]
-                if len(mine) >= samples:
+            while len(stored) < samples:
+                rows = store.measurements(**key)  # everything measured on this device teaches the ensemble
+                candidates = [a for a in pool if space.to_string(a) not in stored]
+                if not candidates:
                     break
-                archs = [space.from_string(m.arch) for m in mine]
-                values = np.array([m.latency_ms for m in mine])
-                candidates = [a for a in pool if space.to_string(a) not in chosen]
-                k = min(5, samples - len(mine))
-                picked = select_active(space, candidates, archs, values, k, seed=seed + round_no)
-                chosen.update(space.to_string(a) for a in picked)
+                k = min(5, samples - len(stored))
+                picked = select_active(space, candidates, [space.from_string(m.arch) for m in rows],
+                                       np.array([m.latency_ms for m in rows]), k, seed=seed + round_no)
                 measure_list(picked)
                 round_no += 1
 
-    lat = [m.latency_ms for m in store.measurements(**key) if m.arch in chosen]
+    lat = [m.latency_ms for m in store.measurements(**key)]
     return ProfileSummary(
         device=backend.device_id(), device_name=backend.device_name(), backend=backend.name, space=space.spec,
         input_shape=shape, batch=batch, requested=samples, measured_now=measured_now, already_stored=already,

@@ -91,3 +91,10 @@ def test_profile_space_resumes_without_duplicates(tmp_path, space):
     assert again.measured_now == 2 and again.already_stored == 4 and again.total_in_store == 6
     rerun = profile_space(space, backend, store, 6, seed=7, input_shape=(3, 16, 16), protocol=FAST, progress=False)
     assert rerun.measured_now == 0
+    # stored architectures count whatever strategy or seed chose them: --samples is the total wanted in the store
+    flops = profile_space(space, backend, store, 8, "flops", seed=3, input_shape=(3, 16, 16), protocol=FAST,
+                          progress=False)
+    assert flops.measured_now == 2 and flops.total_in_store == 8
+    fewer = profile_space(space, backend, store, 5, "uniform", seed=99, input_shape=(3, 16, 16), protocol=FAST,
+                          progress=False)
+    assert fewer.measured_now == 0 and fewer.total_in_store == 8
