@@ -22,6 +22,9 @@ class HwnasGroup(click.Group):
             return super().invoke(ctx)
         except HwnasError as e:
             raise UserError(str(e)) from None
+        except OSError as e:  # a path that cannot be read or written (a folder under a file, no permission, disk full)
+            where = f" {e.filename}" if e.filename else ""
+            raise UserError(f"cannot use{where}: {e.strerror or e}; give a path that can be read or written") from None
 
 
 @click.group(cls=HwnasGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})

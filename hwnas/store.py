@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator, Sequence
 
 from sqlalchemy import JSON, DateTime, Float, Integer, String, UniqueConstraint, create_engine, func, select
-from sqlalchemy.exc import ArgumentError, IntegrityError, OperationalError
+from sqlalchemy.exc import ArgumentError, DatabaseError, IntegrityError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
 from hwnas.errors import HwnasError
@@ -75,7 +75,7 @@ class Store:
         try:
             self.engine = create_engine(self.url)
             _Base.metadata.create_all(self.engine)
-        except (ArgumentError, OperationalError, ImportError) as e:
+        except (ArgumentError, DatabaseError, ImportError) as e:  # DatabaseError: e.g. "file is not a database"
             reason = str(e).splitlines()[0]
             raise HwnasError(
                 f"cannot open the measurement store {self.url!r} ({reason}); accepted: a file path or a database URL "
@@ -200,7 +200,8 @@ class Store:
         header = list(rows[0].keys()) if rows else []
         if arch_column not in header:
             raise HwnasError(f"{path}: no column {arch_column!r}; columns: {', '.join(header)}")
-        numeric = [c for c in header if c not in (arch_column, "index") and _is_number(rows[0].get(c, ""))]
+        # A device column is any column with a number in it; a bad cell in one then fails the import below.
+        numeric = [c for c in header if c not in (arch_column, "index") and any(_is_number(r.get(c, "")) for r in rows)]
         columns = list(columns) if columns else numeric
         missing = [c for c in columns if c not in header]
         if missing:

@@ -6,6 +6,8 @@ import subprocess
 import sys
 import time
 
+from pathlib import Path
+
 import pytest
 from click.testing import CliRunner
 
@@ -53,6 +55,8 @@ def test_profile_killed_partway_then_rerun_ends_with_exactly_n(tmp_path):
      "unknown operation 'bogus'"),
     (["measurements", "export", "--csv", "out.csv", "--device", "nosuch"], "no device 'nosuch'"),
     (["measurements", "import", "--csv", "missing.csv"], "no such CSV file"),
+    (["profile", "--space", SPACE, "--arch", "15625"], "index 15625 is out of range; accepted: 0..15624"),
+    (["measurements", "export", "--csv", "m.db/x.csv"], "cannot use m.db/x.csv: Not a directory"),
 ])
 def test_bad_input_is_one_line_exit_2_and_store_unchanged(tmp_path, args, words):
     store_path = tmp_path / "m.db"
@@ -62,6 +66,7 @@ def test_bad_input_is_one_line_exit_2_and_store_unchanged(tmp_path, args, words)
                                      "--store", str(store_path), "--json"])
         assert seeded.exit_code == 0, seeded.output
         before = [(m.arch, m.latency_ms) for m in Store(store_path).measurements()]
+        (Path.cwd() / "m.db").write_text("a file, so that m.db/x.csv cannot be created")
         result = runner.invoke(cli, [*args, "--store", str(store_path)])
     assert result.exit_code == 2
     lines = [line for line in result.stderr.splitlines() if line.strip()]
@@ -86,3 +91,21 @@ def test_measurements_export_writes_the_stored_rows(tmp_path):
     result = runner.invoke(cli, ["measurements", "export", "--csv", str(tmp_path / "o.csv"), "--store", store, "--json"])
     assert result.exit_code == 0 and json.loads(result.stdout)["rows"] == 3
     assert len((tmp_path / "o.csv").read_text().splitlines()) == 4
+
+
+def test_a_store_that_is_not_a_database_is_one_line_and_left_alone(tmp_path):
+    not_db = tmp_path / "notes.db"
+    not_db.write_text("index,arch\n")
+    result = CliRunner().invoke(cli, ["measurements", "list", "--store", str(not_db)])
+    assert result.exit_code == 2 and "file is not a database" in result.stderr
+    assert not_db.read_text() == "index,arch\n"
+
+
+def test_profile_takes_architectures_by_index(tmp_path):
+    result = CliRunner().invoke(cli, ["profile", "--space", SPACE, "--input-shape", "3x16x16", "--arch", "0",
+                                      "--store", str(tmp_path / "m.db"), "--json"])
+    assert result.exit_code == 0, result.output
+    from hwnas.spaces import get_space
+
+    [row] = Store(tmp_path / "m.db").measurements()
+    assert row.arch == get_space(SPACE).to_string(get_space(SPACE).arch_at(0))

@@ -60,6 +60,13 @@ def test_import_published_table_and_bad_rows_store_nothing(tmp_path, nb201_data)
         store.import_table(bad, space.spec, columns=["raspi4"], validate_arch=check)
     with pytest.raises(HwnasError, match="no column"):
         store.import_table(good, space.spec, columns=["nosuch"], validate_arch=check)
+    # a bad cell in the first row of a device column fails the whole import (the column is not silently skipped)
+    header, first = lines[0], lines[1].split(",")
+    first[2] = "abc"
+    bad_cell = tmp_path / "bad_cell.csv"
+    bad_cell.write_text("\n".join([header, ",".join(first)] + lines[2:6]) + "\n")
+    with pytest.raises(HwnasError, match="line 2: column '1080ti_1' holds 'abc'"):
+        store.import_table(bad_cell, space.spec, validate_arch=check)
     assert store.count() == before
     with pytest.raises(HwnasError, match="no device 'nosuch'"):
         store.resolve_device("nosuch")

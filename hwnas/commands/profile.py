@@ -62,7 +62,7 @@ def backend_options(f):
               help="uniform: at random; flops: spread over FLOPs quantiles; active: where a predictor ensemble is least sure.")
 @click.option("--seed", default=0, show_default=True, help="Sampling seed; the same seed resumes the same list.")
 @click.option("--arch", "archs", multiple=True, metavar="ARCH",
-              help="Measure these architectures (canonical strings, repeatable) instead of sampling.")
+              help="Measure these architectures (canonical strings or indices, repeatable) instead of sampling.")
 @click.option("--protocol", default="quick", show_default=True, type=click.Choice(list(PROTOCOLS)),
               help="Timing protocol: quick (profiling many), default, thorough (validating one).")
 @run_dir_option
@@ -76,7 +76,7 @@ def profile(space, input_shape, batch, backend_name, threads, samples, strategy,
     measures only what is missing."""
     s = get_space(space)
     shape = s.check_input_shape(parse_shape(input_shape) if input_shape else s.default_input_shape)
-    chosen = [s.from_string(a) for a in archs]  # parse all first: a bad string stops before anything is measured
+    chosen = [s.parse(a) for a in archs]  # parse all first: a bad string stops before anything is measured
     backend = get_backend(backend_name, threads=threads)
     store = open_store(store_url, run_dir)
     summary = profile_space(s, backend, store, len(chosen) or samples, strategy, seed, shape, batch,
@@ -136,7 +136,8 @@ def export_measurements(csv_path, device, backend, space, run_dir, store_url, as
 @measurements.command("import")
 @click.option("--csv", "csv_path", required=True, type=click.Path(dir_okay=False),
               help="A wide table: one row an architecture, one column a device (ms), like nb201/latency_ms.csv.")
-@click.option("--arch-column", default="arch", show_default=True)
+@click.option("--arch-column", default="arch", show_default=True,
+              help="Column holding the architectures (canonical strings of --space).")
 @click.option("--column", "columns", multiple=True, help="Device column(s) to load (repeatable). Default: all numeric ones.")
 @space_options
 @click.option("--backend", default="imported", show_default=True, help="Backend label for these rows.")

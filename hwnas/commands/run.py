@@ -20,7 +20,8 @@ SEARCH_COST_PREDICTORS = [n for n in PREDICTORS.names() if PREDICTORS.get(n).def
               help="Search space and its settings (classes follow the dataset).")
 @click.option("--dataset", default="digits", show_default=True,
               help="digits (scikit-learn, no download), synthetic, a CIFAR-10 python folder, or an .npz with x and y.")
-@click.option("--backend", default="onnxruntime-cpu", show_default=True, type=click.Choice(BACKENDS.names()))
+@click.option("--backend", default="onnxruntime-cpu", show_default=True, type=click.Choice(BACKENDS.names()),
+              help="How models are run and measured; `hwnas devices` says which work here.")
 @click.option("--threads", default=1, show_default=True, type=click.IntRange(min=1),
               help="Fixed intra-op thread count for measuring (part of the device's identity).")
 @click.option("--samples", default=100, show_default=True, type=click.IntRange(min=5),

@@ -77,6 +77,17 @@ class SearchSpace(ABC):
     def arch_at(self, index: int) -> Arch:
         raise HwnasError(f"space {self.name!r} has no architecture index")
 
+    def parse(self, text: str | int) -> Arch:
+        """An architecture from what a user types: its canonical string, or its index in the space."""
+        text = str(text).strip()
+        if text.lstrip("-").isdigit():
+            index, size = int(text), self.size()
+            if size is None or not 0 <= index < size:
+                raise HwnasError(f"{self.name} index {index} is out of range; accepted: "
+                                 f"{f'0..{size - 1}' if size else 'canonical strings only'}")
+            return self.arch_at(index)
+        return self.from_string(text)
+
     def all_archs(self) -> Sequence[Arch]:
         n = self.size()
         if n is None:
