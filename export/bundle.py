@@ -123,14 +123,13 @@ def export_bundle(
     if tensorrt_precision not in TENSORRT_PRECISIONS:
         raise HwnasError(f"unknown TensorRT precision {tensorrt_precision!r}; accepted: {', '.join(TENSORRT_PRECISIONS)}")
     if tensorrt and tensorrt_precision == "int8" and mode != "static":
-        raise HwnasError("a TensorRT int8 engine is built from the static int8 (QDQ) model; add int8='static' (--int8)")
+        raise HwnasError("a TensorRT int8 engine is built from the static int8 (QDQ) model; add int8='static' "
+                         "(CLI: --int8 static)")
     real = _check_samples(inputs, shape, "inputs")
     real_labels = _check_labels(labels, real)
     calib = _check_samples(calibration, shape, "calibration")
     backend = _resolve_backend(backend, threads)
-    out_dir = Path(out_dir)
-    if out_dir.exists() and (not out_dir.is_dir() or (any(out_dir.iterdir()) and not (out_dir / MANIFEST_FILE).is_file())):
-        raise HwnasError(f"{out_dir} exists and is not an hwnas bundle; give an empty or new folder for --out")
+    out_dir = check_output_dir(out_dir)
     net = _network_with_weights(space, arch, shape, model, seed)
     if calibrate_bn if calibrate_bn is not None else model is None:
         calibrate_batchnorm(net, real if real is not None else _random_inputs(64, shape, seed + 1))
@@ -140,7 +139,10 @@ def export_bundle(
 
     partial = out_dir.parent / f".{out_dir.name}.partial-{os.getpid()}"
     shutil.rmtree(partial, ignore_errors=True)
-    partial.mkdir(parents=True)
+    try:
+        partial.mkdir(parents=True)
+    except OSError as e:
+        raise HwnasError(f"cannot write {out_dir} ({e.strerror or type(e).__name__})") from None
     try:
         torch.save(net.state_dict(), partial / WEIGHTS_FILE)
         export_onnx(net, shape, partial / ONNX_FILE, exporter=exporter, opset=opset)
@@ -245,7 +247,8 @@ def validate_bundle(
     """Re-check a bundle (later, or on another machine) and return the report; the bundle is not changed.
 
     One HwnasError (bad input, nothing checked) when: the folder or manifest is missing or malformed,
-    model.onnx is missing or fails onnx.checker, or the backend does not work here. Reported as failures
+    model.onnx is missing or fails onnx.checker, the manifest's input_shape does not match model.onnx's input,
+    or the backend does not work here. Reported as failures
     (`passed` False): a file that no longer matches its SHA-256, ONNX Runtime outputs out of tolerance against
     the PyTorch network rebuilt from weights.pt (or, without weights, the outputs recorded at export), a
     TensorRT engine out of tolerance, a measurement over budget. weights.pt may be left out of a deployed
@@ -254,7 +257,7 @@ def validate_bundle(
     """
     folder = bundle_folder(path)
     manifest = read_manifest(folder)
-    load_onnx(folder / ONNX_FILE)
+    check_input_shape_matches(manifest, load_onnx(folder / ONNX_FILE))
     budgets = check_budgets(budgets) if budgets is not None else check_budgets(manifest.get("budgets"))
     if int(batch) < 1:
         raise HwnasError(f"batch={batch} is not accepted; give a positive batch size")
@@ -284,7 +287,7 @@ def _check(folder: Path, manifest: dict[str, Any], backend, batch, rtol, atol, b
         if status != "ok" and not (name in OPTIONAL_FILES and status == "missing"):
             failures.append(f"{name} changed since export (its SHA-256 differs from {MANIFEST_FILE})" if status == "changed"
                             else f"{name} is missing (listed in {MANIFEST_FILE})")
-    shape = tuple(int(s) for s in str(manifest["input_shape"]).split("x"))
+    shape = manifest_input_shape(manifest)
     if net is None and hashes.get(WEIGHTS_FILE) == "ok":
         space = _get_space(manifest["space"])
         net = load_weights_into(space, space.from_string(manifest["arch"]), shape, folder / WEIGHTS_FILE)
@@ -393,10 +396,12 @@ def compare_outputs(actual: np.ndarray, expected: np.ndarray, rtol: float, atol:
 
 # --- manifest and files ------------------------------------------------------------------------------------
 def bundle_folder(path: str | Path) -> Path:
-    """The bundle folder for a folder or for a file inside one (model.onnx)."""
+    """The bundle folder for a folder or for a file inside one (model.onnx, manifest.json)."""
     p = Path(path)
     if p.is_file():
-        return p.parent
+        if p.suffix == ".onnx" or p.name == MANIFEST_FILE:
+            return p.parent
+        raise HwnasError(f"{path} is not a bundle folder (written by `hwnas export`); give the folder or its {ONNX_FILE}")
     if p.is_dir():
         return p
     raise HwnasError(f"no bundle at {path}; give a folder written by `hwnas export` (or its model.onnx)")
@@ -417,6 +422,60 @@ def read_manifest(path: str | Path) -> dict[str, Any]:
     if missing or not isinstance(manifest["files"], dict) or ONNX_FILE not in manifest["files"]:
         raise HwnasError(f"{f} lacks {', '.join(missing) or 'model.onnx in files'}; re-export the bundle with `hwnas export`")
     return manifest
+
+
+def manifest_input_shape(manifest: dict[str, Any]) -> tuple[int, ...]:
+    """The input shape of one sample recorded in the manifest ("3x32x32"; a list of sizes is also read)."""
+    from hwnas.measurement import shape_from_str
+
+    recorded = manifest.get("input_shape")
+    if isinstance(recorded, list) and recorded and all(isinstance(v, int) and v > 0 for v in recorded):
+        return tuple(recorded)
+    try:
+        return shape_from_str(recorded) if isinstance(recorded, str) else shape_from_str("")
+    except HwnasError:
+        raise HwnasError(f"manifest input_shape {recorded!r} is malformed; accepted: positive sizes joined by 'x' "
+                         "as `hwnas export` writes them, e.g. 3x32x32; re-export the bundle") from None
+
+
+def onnx_input_dims(model) -> tuple[int | None, ...]:
+    """The dims of the ONNX graph's data input (the first input that is not an initializer); None where the
+    dim is symbolic (a dynamic batch)."""
+    initializers = {t.name for t in model.graph.initializer}
+    graph_input = next((i for i in model.graph.input if i.name not in initializers), None)
+    if graph_input is None:
+        return ()
+    return tuple(d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else None
+                 for d in graph_input.type.tensor_type.shape.dim)
+
+
+def check_input_shape_matches(manifest: dict[str, Any], model) -> tuple[int, ...]:
+    """The manifest's input shape, after checking it against the ONNX model's input (batch dim excluded; a
+    symbolic dim matches any size); a mismatch is one HwnasError."""
+    shape = manifest_input_shape(manifest)
+    dims = onnx_input_dims(model)[1:]
+    if len(dims) != len(shape) or any(d is not None and d != s for d, s in zip(dims, shape)):
+        shown = "x".join("?" if d is None else str(d) for d in dims) or "(no sample dims)"
+        raise HwnasError(f"manifest input_shape {'x'.join(map(str, shape))} does not match {ONNX_FILE}'s input "
+                         f"{shown}; re-export the bundle with `hwnas export`")
+    return shape
+
+
+def check_output_dir(out_dir: str | Path) -> Path:
+    """`out_dir` as a Path, after checking that a bundle can be written there: a new folder, an empty one or an
+    earlier bundle (replaced). A file in the way, a folder holding other things or a read-only parent is one
+    HwnasError, raised before any work is done."""
+    out_dir = Path(out_dir)
+    if out_dir.exists() and (not out_dir.is_dir() or (any(out_dir.iterdir()) and not (out_dir / MANIFEST_FILE).is_file())):
+        raise HwnasError(f"{out_dir} exists and is not an hwnas bundle; give an empty or new folder for --out")
+    existing = out_dir
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if existing != out_dir and not existing.is_dir():
+        raise HwnasError(f"cannot write {out_dir} ({existing} is a file, not a folder); give a folder path for --out")
+    if not os.access(existing if existing.is_dir() else existing.parent, os.W_OK):
+        raise HwnasError(f"cannot write {out_dir} (no write permission in {existing}); give a writable folder for --out")
+    return out_dir
 
 
 def write_manifest(folder: str | Path, manifest: dict[str, Any]) -> None:
@@ -517,7 +576,7 @@ def _resolve_arch(space, arch):
     if isinstance(arch, (int, np.integer)):
         return space.arch_at(int(arch))
     if isinstance(arch, str):
-        return space.from_string(arch)
+        return space.parse(arch)  # the canonical string, or an index typed as text
     raise HwnasError(f"architecture {arch!r} is not accepted; give an Arch, its canonical string or its index")
 
 

@@ -1,5 +1,6 @@
 """`hwnas export` / `hwnas validate` from the command line: exit codes 0 / 1 (a check failed) / 2 (bad input)."""
 import json
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
@@ -100,7 +101,9 @@ def test_export_over_budget_exits_1_and_keeps_the_bundle(tmp_path):
     (BASE + ["--arch", "|nor_conv_3x3~0|+|bogus~0|none~1|+|none~0|none~1|none~2|"], "unknown operation 'bogus'"),
     (["export", "--from-search", "missing.json"], "no search result at missing.json"),
     (BASE + ["--arch", ARCH, "--weights", "missing.pt"], "no weights file at missing.pt"),
-    (BASE + ["--arch", ARCH, "--tensorrt", "--tensorrt-precision", "int8"], "int8='static'"),
+    (BASE + ["--arch", ARCH, "--tensorrt", "--tensorrt-precision", "int8"], "(CLI: --int8 static)"),
+    (BASE + ["--arch", "-1"], "nb201 index -1 is out of range; accepted: 0..15624"),
+    (BASE + ["--arch", "15625"], "nb201 index 15625 is out of range; accepted: 0..15624"),
     (BASE + ["--arch", ARCH, "--dataset", "digits"], "--dataset digits has samples of shape 1x8x8"),
     (["validate", "nosuch"], "no bundle at nosuch"),
 ])
@@ -148,3 +151,57 @@ def test_backend_not_on_this_machine_is_one_line_exit_2(bundle):
     assert r.exit_code == 2
     lines = r.output.strip().splitlines()
     assert len(lines) == 1 and "backend 'tensorrt' is not available here" in lines[0] and why in lines[0]
+
+
+def test_validate_refuses_a_manifest_input_shape_that_does_not_match_the_onnx_model(bundle, tmp_path):
+    src, _ = bundle
+    out = tmp_path / "d6"
+    out.mkdir()
+    for p in src.iterdir():
+        (out / p.name).write_bytes(p.read_bytes())
+    manifest = json.loads((out / "manifest.json").read_text())
+    for recorded, shown in (("3x32x32", "3x32x32"), ([3, 7, 7], "3x7x7")):
+        manifest["input_shape"] = recorded
+        (out / "manifest.json").write_text(json.dumps(manifest))
+        for extra in ([], ["--no-measure"]):
+            r = invoke("validate", str(out), "--protocol", "quick", *extra)
+            assert r.exit_code == 2, r.output
+            lines = r.output.strip().splitlines()
+            assert len(lines) == 1, r.output
+            assert f"manifest input_shape {shown} does not match model.onnx's input 3x16x16" in lines[0]
+
+
+def test_validate_on_a_file_says_it_is_not_a_bundle_folder(tmp_path):
+    runner = CliRunner()
+    with runner.isolated_filesystem(temp_dir=tmp_path):
+        Path("all.csv").write_text("arch,pixel3\n")
+        r = runner.invoke(cli, ["validate", "all.csv"])
+    assert r.exit_code == 2
+    assert r.output.strip() == "Error: all.csv is not a bundle folder (written by `hwnas export`); give the folder or its model.onnx"
+
+
+def test_export_out_under_a_file_is_one_line_exit_2(tmp_path):
+    runner = CliRunner()
+    with runner.isolated_filesystem(temp_dir=tmp_path):
+        Path("all.csv").write_text("arch,pixel3\n")
+        r = runner.invoke(cli, BASE + ["--arch", ARCH, "--dataset", "digits", "--out", "all.csv/b"])
+        assert r.exit_code == 2, r.output
+        assert r.output.strip() == "Error: cannot write all.csv/b (all.csv is a file, not a folder); give a folder path for --out"
+        assert sorted(__import__("os").listdir(".")) == ["all.csv"]
+
+
+TABULAR_RESULT = {  # the keys of `hwnas search --tabular --json`
+    "device": "pixel3", "budget_ms": 10.0, "seed": 0, "accuracy_column": "cifar10", "accuracy_signal": "oracle",
+    "measurements": 33, "measurement_limit": 50, "arch": ARCH, "index": 13171, "latency_ms": 7.7, "accuracy": 93.6,
+    "within_budget": True, "regret": 0.0,
+}
+
+
+def test_from_search_refuses_a_tabular_result_instead_of_dropping_its_budget(tmp_path):
+    (tmp_path / "tab.json").write_text(json.dumps(TABULAR_RESULT))
+    r = invoke("export", "--from-search", str(tmp_path / "tab.json"), "--out", str(tmp_path / "b"))
+    assert r.exit_code == 2, r.output
+    lines = r.output.strip().splitlines()
+    assert len(lines) == 1 and "is a tabular (published-table) search result" in lines[0]
+    assert "10.0 ms budget is for device 'pixel3'" in lines[0] and f"--arch '{ARCH}'" in lines[0]
+    assert not (tmp_path / "b").exists()

@@ -155,6 +155,61 @@ def test_validate_without_weights_uses_recorded_outputs(bundle, tmp_path):
     assert report["parity"]["reference"] == "outputs recorded at export" and report["hashes"]["weights.pt"] == "missing"
 
 
+def _copy_bundle(src, out):
+    out.mkdir()
+    for p in src.iterdir():
+        (out / p.name).write_bytes(p.read_bytes())
+    return out
+
+
+@pytest.mark.parametrize("recorded, words", [
+    ("3x8x8", "manifest input_shape 3x8x8 does not match model.onnx's input 3x16x16"),
+    ([1, 16, 16], "manifest input_shape 1x16x16 does not match model.onnx's input 3x16x16"),
+    ("3x16", "manifest input_shape 3x16 does not match model.onnx's input 3x16x16"),
+    ("[3, 16, 16]", "manifest input_shape '[3, 16, 16]' is malformed"),
+    (None, "manifest input_shape None is malformed"),
+])
+def test_manifest_input_shape_is_checked_against_the_onnx_input(bundle, tmp_path, recorded, words):
+    out = _copy_bundle(bundle[0], tmp_path / "b")
+    manifest = json.loads((out / "manifest.json").read_text())
+    manifest["input_shape"] = recorded
+    (out / "manifest.json").write_text(json.dumps(manifest))
+    for measure in (True, False):  # before: a traceback from ONNX Runtime, or PASSED without measuring
+        with pytest.raises(HwnasError) as e:
+            validate_bundle(out, measure=measure, protocol=QUICK)
+        assert words in str(e.value) and "\n" not in str(e.value)
+
+
+def test_manifest_input_shape_as_a_list_that_matches_is_read(bundle, tmp_path):
+    out = _copy_bundle(bundle[0], tmp_path / "b")
+    manifest = json.loads((out / "manifest.json").read_text())
+    manifest["input_shape"] = list(SHAPE)
+    (out / "manifest.json").write_text(json.dumps(manifest))
+    assert validate_bundle(out, measure=False)["parity"]["passed"]  # the manifest hash is not recorded: still passes
+
+
+def test_a_file_that_is_not_a_bundle_is_named_as_such(tmp_path):
+    (tmp_path / "all.csv").write_text("arch,latency\n")
+    with pytest.raises(HwnasError, match=r"all.csv is not a bundle folder \(written by `hwnas export`\)"):
+        validate_bundle(tmp_path / "all.csv")
+
+
+def test_output_folder_under_a_file_is_refused_before_any_work(tmp_path):
+    (tmp_path / "all.csv").write_text("x\n")
+    with pytest.raises(HwnasError) as e:
+        export_bundle(SPACE, ARCH, tmp_path / "all.csv" / "b", input_shape=SHAPE, protocol=QUICK)
+    assert str(e.value) == f"cannot write {tmp_path / 'all.csv' / 'b'} ({tmp_path / 'all.csv'} is a file, not a folder); " \
+                          "give a folder path for --out"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["all.csv"]
+
+
+def test_arch_index_out_of_range_says_the_range(tmp_path):
+    for arch in (-1, "-1", "15625"):
+        with pytest.raises(HwnasError, match=r"index -1 is out of range; accepted: 0\.\.15624|index 15625 is out of range"):
+            export_bundle(SPACE, arch, tmp_path / "b", input_shape=SHAPE)
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_arch_with_no_input_to_output_path_exports_and_runs(tmp_path):
     manifest = export_bundle(SPACE, NO_PATH, tmp_path / "b", input_shape=SHAPE, protocol=QUICK)
     assert manifest["passed"], manifest["failures"]
@@ -232,7 +287,7 @@ def test_export_stores_the_measurement_when_given_a_store(tmp_path):
     (dict(budgets={"latency_ms": -1}), "give a positive number"),
     (dict(inputs=np.zeros((4, 3, 8, 8), np.float32)), "accepted: (N, 3, 16, 16)"),
     (dict(backend="nosuch"), "nosuch"),
-    (dict(tensorrt=True, tensorrt_precision="int8"), "int8='static'"),
+    (dict(tensorrt=True, tensorrt_precision="int8"), "int8='static' (CLI: --int8 static)"),
 ])
 def test_bad_input_raises_and_writes_nothing(tmp_path, kwargs, words):
     args = {"arch": ARCH, **kwargs}

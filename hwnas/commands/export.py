@@ -43,7 +43,8 @@ def check_options(f):
 @click.option("--arch", default=None, metavar="ARCH", help="Architecture: canonical string or index in the space.")
 @click.option("--from-search", "from_search", type=click.Path(dir_okay=False), default=None, metavar="RESULT.json",
               help="Take space, architecture, budgets, predicted cost and accuracy from a search result "
-                   "(`hwnas search --json` output); --space/--arch/--budget-* override.")
+                   "(`hwnas search --json` output); --space/--arch/--budget-* override. A `search --tabular` "
+                   "result is refused: its budget and accuracy are the published table's, not this device's.")
 @click.option("--weights", type=click.Path(dir_okay=False), default=None, metavar="WEIGHTS.pt",
               help="Trained state_dict (torch.save) of the architecture. Default: random init with BatchNorm "
                    "statistics calibrated on the inputs, enough to check the export, not to deploy.")
@@ -79,16 +80,17 @@ def export(space, arch, from_search, weights, input_shape, dataset, int8, tensor
     Exit status: 0 when parity and every budget pass, 1 when one fails (the bundle is still written, with
     the failure in its manifest), 2 on bad input (nothing written). With --store the measurement of the
     exported model is also kept in the store."""
+    from hwnas.export import check_output_dir
+    from hwnas.spaces import get_space
+
+    out_dir = check_output_dir(out_dir or Path(run_dir) / "export")  # before any work
     result = _search_result(from_search) if from_search else {}
     space = space or result.get("space") or "nb201"
     arch = arch if arch is not None else result.get("arch")
     if arch is None:
         raise HwnasError("no architecture given; pass --arch ARCH (canonical string or index) or --from-search RESULT.json")
-    if isinstance(arch, str) and arch.strip().isdigit():
-        arch = int(arch)
-    from hwnas.spaces import get_space
-
     s = get_space(space)
+    arch = s.parse(arch)  # canonical string or index (out of range: says the accepted range)
     data = _load_samples(dataset) if dataset else None
     if input_shape:
         shape = s.check_input_shape(parse_shape(input_shape))
@@ -101,18 +103,17 @@ def export(space, arch, from_search, weights, input_shape, dataset, int8, tensor
     if weights:
         from hwnas.export import load_weights_into
 
-        a = s.arch_at(arch) if isinstance(arch, int) else s.from_string(arch)
-        model = load_weights_into(s, a, shape, weights)
+        model = load_weights_into(s, arch, shape, weights)
     budgets = dict(result.get("budgets") or {})
     budgets.update({k: v for k, v in (("latency_ms", budget_ms), ("energy_mj", budget_mj)) if v is not None})
     manifest = export_bundle(
-        s, arch, Path(out_dir) if out_dir else Path(run_dir) / "export", model=model, input_shape=shape,
+        s, arch, out_dir, model=model, input_shape=shape,
         int8=int8 or False, inputs=None if data is None else data[0], labels=None if data is None else data[1],
         tensorrt=tensorrt, tensorrt_precision=tensorrt_precision, predicted=result.get("predicted"),
         accuracy=result.get("test_accuracy"), budgets=budgets, backend=backend_name, threads=threads or 1,
         batch=batch, rtol=1e-3 if rtol is None else rtol, atol=1e-4 if atol is None else atol,
         protocol=PROTOCOLS[protocol](), seed=seed, store=open_store(store_url, run_dir) if store_url else None)
-    bundle = str(Path(out_dir or Path(run_dir) / "export").resolve())
+    bundle = str(out_dir.resolve())
     if as_json:
         emit_json({"bundle": bundle, **manifest})
     else:
@@ -158,6 +159,15 @@ def _search_result(path: str) -> dict[str, Any]:
         raise HwnasError(f"{path} is not valid JSON ({e}); give the JSON written by `hwnas search --json`") from None
     if isinstance(result, dict) and isinstance(result.get("result"), dict):
         result = result["result"]
+    if isinstance(result, dict) and "budgets" not in result and "budget_ms" in result:
+        # `hwnas search --tabular`: its latency and accuracy are the published table's (NAS-Bench-201, trained
+        # weights, the table's device), so carrying them into a bundle measured here would be wrong.
+        raise HwnasError(
+            f"{path} is a tabular (published-table) search result from `hwnas search --tabular`, not a device search "
+            f"result: its {result.get('budget_ms')} ms budget is for device {result.get('device')!r} and its accuracy "
+            f"is the table's for trained weights; to export that architecture anyway pass --arch "
+            + (f"'{result['arch']}' (with --weights and --budget-ms for this device)" if result.get("arch")
+               else "ARCH; this search found no architecture"))
     if not isinstance(result, dict) or not isinstance(result.get("arch"), str):
         raise HwnasError(f"{path} has no 'arch' string; give the JSON written by `hwnas search --json`")
     return result
