@@ -74,13 +74,17 @@ def _synthetic(seed: int, val_fraction: float, test_fraction: float, limit: int 
 
 
 def _load_npz(path: Path, seed: int, val_fraction: float, test_fraction: float, limit: int | None) -> Dataset:
+    if path.is_dir():
+        raise HwnasError(f"{path} is a folder, not an .npz file with arrays x (N, C, H, W) and y (N,) labels")
     if not path.is_file():
         raise HwnasError(f"no dataset file at {path}; put an .npz there with arrays x (N, C, H, W) and y (N,) labels")
     try:
         with np.load(path, allow_pickle=False) as z:
             arrays = {k: z[k] for k in z.files}
-    except Exception as e:  # zipfile.BadZipFile, ValueError (object arrays): not a plain .npz
-        raise HwnasError(f"{path} is not a readable .npz of plain arrays ({type(e).__name__}: {e})") from None
+    except Exception as e:  # zipfile.BadZipFile, EOFError (truncated), ValueError (not an archive, or object arrays)
+        reason = "pickled objects or not an .npz archive" if "pickle" in str(e) else f"{type(e).__name__}: {e}"
+        raise HwnasError(f"{path} exists but is not a readable .npz with arrays x and y ({reason}); "
+                         "write it with numpy.savez(path, x=images, y=labels)") from None
     if "x" not in arrays or "y" not in arrays:
         raise HwnasError(f"{path} holds arrays {', '.join(arrays) or 'none'}; it needs x (N, C, H, W) and y (N,)")
     x, y = _images(arrays["x"], path), _labels(arrays["y"], path)

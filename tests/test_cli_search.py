@@ -134,3 +134,17 @@ def test_saved_predictor_file_and_energy_budget(cli, profiled_run, tmp_path):
     line = one_error_line(invoke(cli, "--budget-ms", budget, "--predictor", path, "--space", "nb201:C=8,N=1",
                                  "--run-dir", run_dir))
     assert "was fitted on space nb201:C=4,N=1,classes=10" in line
+
+
+def test_tabular_found_nothing_and_energy_budget_are_one_line_exit_2(cli, nb201_data):
+    tables = ("--tabular", "--latency-csv", nb201_data / "latency_ms.csv", "--latency-column", "pixel3",
+              "--accuracy-csv", nb201_data / "accuracy.csv")
+    line = one_error_line(invoke(cli, *tables, "--budget-ms", 0.001))
+    assert "within the budget of 0.001 ms" in line and "the cheapest measured is" in line and "raise the budget" in line
+    line = one_error_line(invoke(cli, *tables, "--budget-ms", 10, "--budget-mj", 0.0001))
+    assert "--budget-mj is not accepted" in line
+
+
+def test_every_search_option_has_help(cli):
+    r = CliRunner().invoke(cli, ["search", "--help"])
+    assert r.exit_code == 0 and "Random seed" in r.output

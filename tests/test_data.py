@@ -47,8 +47,15 @@ def test_npz_errors_name_what_is_wrong(tmp_path):
     with pytest.raises(HwnasError, match="integer class labels"):
         load_dataset(tmp_path / "floaty.npz")
     (tmp_path / "junk.npz").write_bytes(b"not a zip")
-    with pytest.raises(HwnasError, match="not a readable .npz"):
+    with pytest.raises(HwnasError, match="exists but is not a readable .npz with arrays x and y"):
         load_dataset(tmp_path / "junk.npz")
+    np.savez(tmp_path / "whole.npz", x=np.zeros((40, 1, 4, 4)), y=np.arange(40) % 2)
+    (tmp_path / "truncated.npz").write_bytes((tmp_path / "whole.npz").read_bytes()[:300])  # an interrupted copy
+    with pytest.raises(HwnasError, match="truncated.npz exists but is not a readable .npz"):
+        load_dataset(tmp_path / "truncated.npz")
+    (tmp_path / "folder.npz").mkdir()
+    with pytest.raises(HwnasError, match="is a folder"):
+        load_dataset(tmp_path / "folder.npz")
     with pytest.raises(HwnasError, match="no dataset file at"):
         load_dataset(tmp_path / "missing.npz")
 

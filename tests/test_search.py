@@ -320,3 +320,27 @@ def test_tabular_search_on_nb201_is_within_budget_with_few_measurements(nb201_da
 def test_tabular_search_bad_column_names_the_known_ones(nb201_data):
     with pytest.raises(HwnasError, match="raspi4"):
         tabular_search(nb201_data / "latency_ms.csv", "raspberry", nb201_data / "accuracy.csv", budget_ms=5.0)
+
+
+def test_tabular_search_finds_a_feasible_cell_first_and_gives_up_on_an_impossible_budget(nb201_data):
+    args = (nb201_data / "latency_ms.csv", "pixel3", nb201_data / "accuracy.csv", "cifar10")
+    # Under 1 ms on pixel3 only cheap degenerate cells exist (chance accuracy); ranking by expected accuracy gain
+    # never tried them. Feasibility first: measure the most probably feasible cell until one is within budget.
+    r = tabular_search(*args, budget_ms=1.0, measurements=50, seed=1)
+    assert r["arch"] is not None and r["within_budget"] and r["latency_ms"] <= 1.0
+    assert any(t["reason"].startswith("nothing within budget yet") for t in r["trace"])
+    # No cell runs in a microsecond: it stops once nothing is probably feasible, with the cheapest one measured.
+    r = tabular_search(*args, budget_ms=0.001, measurements=50, seed=0)
+    assert r["arch"] is None and r["measurements"] < 50 and "raise the budget" in r["note"]
+    assert r["cheapest_measured_ms"] == min(t["measured_ms"] for t in r["trace"]) > 0.001
+
+
+def test_impossible_budget_is_rejected_before_any_training(space, macs_predictor):
+    class NoTrainingData:  # the search would fail on x_train if it started training
+        name, input_shape = "shape-only", (1, 8, 8)
+
+    predictor, kmacs = macs_predictor
+    with pytest.raises(HwnasError, match=r"the cheapest predicted is latency_ms \d") as e:
+        search_under_budget(space, NoTrainingData(), {"latency_ms": predictor}, {"latency_ms": 1e-3}, epochs=100,
+                            progress=False)
+    assert "raise the budget" in str(e.value)

@@ -122,7 +122,8 @@ def _predictor(spec: str, target: str, space, shape, device, store, seed: int):
               help="Tabular: most device measurements (table latency reads) allowed.")
 @click.option("--accuracy-signal", default="oracle", show_default=True, type=click.Choice(["oracle", "surrogate"]),
               help="Tabular: rank by the accuracy table (oracle) or by an accuracy predictor fitted on 200 archs.")
-@click.option("--seed", default=0, show_default=True)
+@click.option("--seed", default=0, show_default=True, type=int,
+              help="Random seed: data split, supernet initialisation and batches (tabular: the initial sample).")
 @run_dir_option
 @store_option
 @json_option
@@ -143,11 +144,18 @@ def search(budget_ms, budget_mj, strategy, space, dataset, limit, epochs, retrai
                                   ("--accuracy-csv", accuracy_csv), ("--budget-ms", budget_ms)) if v is None]
         if missing:
             raise HwnasError(f"--tabular needs {', '.join(missing)}")
+        if budget_mj is not None:
+            raise HwnasError("tabular mode has latency tables only; --budget-mj is not accepted (give --budget-ms)")
         from hwnas.search.tabular import tabular_search
 
         r = tabular_search(latency_csv, latency_column, accuracy_csv, accuracy_column, budget_ms=budget_ms,
                            measurements=measurements, seed=seed, predictor=predictor or "ridge",
                            accuracy_signal=accuracy_signal)
+        if r["arch"] is None:  # a found-nothing result is an error, as for an impossible budget in device search
+            raise HwnasError(f"no architecture measured on {r['device']} is within the budget of {r['budget_ms']:g} "
+                             f"ms ({r['measurements']} of {r['measurement_limit']} measurements used); the cheapest "
+                             f"measured is {r['cheapest_measured_ms']:.4g} ms ({r['cheapest_measured_arch']}); "
+                             "raise the budget")
         if as_json:
             emit_json(r)
             return

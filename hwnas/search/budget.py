@@ -84,6 +84,7 @@ def search_under_budget(space, dataset, predictors: dict[str, Any], budgets: dic
     costs = [HardwareCost(space, t, b, predictor=predictors[t], form=cost_form, multiplier_lr=multiplier_lr,
                           mode=budget_mode)
              for t, b in budgets.items()]
+    check_budget_reachable(space, costs)  # before any training
     supernet = space.supernet(shape)
     strat = get_strategy(strategy)(space, supernet, costs, weight_lr=weight_lr, arch_lr=arch_lr, seed=seed,
                                    **(strategy_options or {}))
@@ -106,6 +107,24 @@ def search_under_budget(space, dataset, predictors: dict[str, Any], budgets: dic
     if out_dir is not None and history:
         result.plot = str(save_search_plot(history, Path(out_dir) / "search_cost.png", title=f"{strategy} on {dataset.name}"))
     return result
+
+
+def check_budget_reachable(space, costs: list[HardwareCost], max_size: int = 200_000) -> None:
+    """Raise HwnasError, naming the cheapest predicted cost per target, when no architecture of a finite space is
+    predicted within every budget (a larger or infinite space is left to the discretisation)."""
+    size = space.size()
+    if not costs or size is None or size > max_size:
+        return
+    archs = list(space.all_archs())
+    values = {c.target: np.asarray(c.predict_arch(archs), np.float64) for c in costs}
+    if np.max([values[c.target] / c.budget for c in costs], axis=0).min() <= 1.0:
+        return
+    budgets = ", ".join(f"{c.target} <= {c.budget:g}" for c in costs)
+    cheapest = ", ".join(f"{t} {v.min():.4g}" for t, v in values.items())
+    alone = all((values[c.target] <= c.budget).any() for c in costs)
+    together = " (each budget alone is met by some architecture, but none meets all at once)" if alone else ""
+    raise HwnasError(f"no architecture of {space.spec} is predicted within the budget ({budgets}); the cheapest "
+                     f"predicted is {cheapest}{together}; raise the budget")
 
 
 def discretise_and_verify(space, alpha: torch.Tensor, costs: list[HardwareCost], backend=None, store=None,

@@ -11,7 +11,9 @@ loop is the one a user runs on a real device with a latency predictor:
    errors, near the budget where it matters);
 3. measure the architecture with the largest expected gain, (accuracy signal - best measured-feasible
    accuracy)+ x P(within budget) (constrained expected improvement); within budget -> it may become the
-   incumbent; over budget -> it joins the training data and the predictor is refitted (the repair);
+   incumbent; over budget -> it joins the training data and the predictor is refitted (the repair).
+   While nothing measured is within budget, it measures the architecture most probably within budget instead
+   (feasibility first), and gives up once that probability is below `min_probability`;
 4. stop when no architecture's expected gain reaches `min_gain` accuracy points or `measurements` is spent.
 Only architectures measured within budget can be returned, so a returned result never violates the budget.
 Every measurement (initial sample, candidates, verification of borderline ones) counts in `measurements`.
@@ -84,12 +86,14 @@ def load_table(path: str | Path, column: str, space) -> np.ndarray:
 def tabular_search(latency_csv: str | Path, latency_column: str, accuracy_csv: str | Path, accuracy_column: str = "cifar10",
                    budget_ms: float = 1.0, measurements: int = 50, seed: int = 0, predictor: str = "ridge",
                    encoding: str | None = None, initial: int | None = None, accuracy_signal: str = "oracle",
-                   trained: int = 200, min_gain: float = 0.001, space: str = "nb201",
+                   trained: int = 200, min_gain: float = 0.001, space: str = "nb201", min_probability: float = 1e-4,
                    predictor_settings: dict[str, Any] | None = None) -> dict[str, Any]:
     """Budgeted search on published tables; see the module docstring. Returns a JSON-ready dict with the chosen
     `arch`, its true `latency_ms` and `accuracy`, `within_budget` (from its table latency, which was
     measured), `budget_used`, `regret` (true best accuracy under the budget minus the chosen one's, in
-    accuracy points), `measurements` (device measurements used, <= the limit), `accuracy_queries` and the trace."""
+    accuracy points), `measurements` (device measurements used, <= the limit), `accuracy_queries`,
+    `cheapest_measured_ms` / `cheapest_measured_arch` and the trace. With nothing measured within budget, `arch` is
+    None and `note` says why (the CLI makes that exit 2)."""
     from scipy.stats import norm
 
     from hwnas.predictors import encode_archs, get_predictor
@@ -167,13 +171,23 @@ def tabular_search(latency_csv: str | Path, latency_column: str, accuracy_csv: s
         feasible = [i for i, v in measured.items() if v <= budget_ms]
         if accuracy_signal == "surrogate":
             read_accuracy.update(feasible)  # a measured-feasible finalist is trained: its accuracy is read
-        incumbent = max(acc[i] for i in feasible) if feasible else floor
-        gain = np.maximum(score - incumbent, 0.0) * p_within
-        gain[list(measured)] = 0.0
-        pick = int(np.argmax(gain))
-        if gain[pick] <= 0 or (feasible and gain[pick] < min_gain):
-            break
-        value = measure(pick, float(pred[pick]), f"expected gain {gain[pick]:.3g} (P within budget {p_within[pick]:.2f})")
+        p_within[list(measured)] = 0.0
+        if feasible:
+            gain = np.maximum(score - max(acc[i] for i in feasible), 0.0) * p_within
+            pick = int(np.argmax(gain))
+            if gain[pick] < min_gain:
+                break
+            reason = f"expected gain {gain[pick]:.3g} (P within budget {p_within[pick]:.2f})"
+        else:
+            # Nothing measured within budget yet: first find something that is (constrained Bayesian optimisation,
+            # Gelbart et al. 2014): the most probably feasible architecture, the accuracy signal breaking near-ties.
+            # Ranking by expected gain instead never tries the cheapest cells, whose accuracy is often the floor.
+            rank = p_within * (1.0 + 1e-3 * (score - floor) / max(1e-9, float(np.ptp(score))))
+            pick = int(np.argmax(rank))
+            if p_within[pick] < min_probability:
+                break
+            reason = f"nothing within budget yet: most probably within (P {p_within[pick]:.2g})"
+        value = measure(pick, float(pred[pick]), reason)
         errors.append(float(np.log(max(value, 1e-6) / pred[pick])))
 
     # The answer: the most accurate architecture measured within budget.
@@ -189,9 +203,15 @@ def tabular_search(latency_csv: str | Path, latency_column: str, accuracy_csv: s
         "measurements": len(measured), "measurement_limit": measurements, "initial_measurements": initial,
         "accuracy_queries": len(read_accuracy), "rounds": rounds, "seconds": round(time.perf_counter() - started, 3),
     }
+    cheapest = min(measured, key=measured.get)
+    out.update(cheapest_measured_arch=sp.to_string(archs[cheapest]), cheapest_measured_ms=measured[cheapest])
     if incumbent is None:
+        stopped = ("the measurement limit was spent" if len(measured) >= measurements else
+                   "no other architecture is predicted within it with probability >= "
+                   f"{min_probability:g}")
         out.update(arch=None, latency_ms=None, accuracy=None, within_budget=False, budget_used=None, regret=None,
-                   note="no measured architecture met the budget; raise the budget or the measurement limit")
+                   note=f"no measured architecture met the budget ({stopped}); the cheapest of the {len(measured)} "
+                        f"measured is {measured[cheapest]:.4g} ms; raise the budget")
     else:
         out.update(arch=sp.to_string(archs[incumbent]), index=int(known[incumbent]),
                    latency_ms=float(lat[incumbent]), accuracy=float(acc[incumbent]),
