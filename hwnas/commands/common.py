@@ -14,8 +14,10 @@ from rich.table import Table
 from hwnas.errors import HwnasError
 from hwnas.store import Store
 
-# Progress and tables go to stderr so that `--json` output on stdout stays machine-readable.
+# Progress, warnings and errors go to stderr; results (tables, "wrote ..." lines) to stdout, so that
+# `hwnas measurements list > file` keeps them. With --json, stdout holds the JSON only.
 console = Console(stderr=True)
+results = Console()
 
 DEFAULT_RUN_DIR = "runs/default"
 
@@ -68,5 +70,5 @@ def parse_shape(text: str):
     return shape_from_str(text)
 
 
-__all__ = ["HwnasError", "console", "emit_json", "fmt", "json_option", "open_store", "parse_shape",
+__all__ = ["HwnasError", "console", "results", "emit_json", "fmt", "json_option", "open_store", "parse_shape",
            "run_dir_option", "store_option", "table"]

@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from hwnas.commands.common import (console, emit_json, fmt, json_option, open_store, parse_shape, run_dir_option,
+from hwnas.commands.common import (emit_json, fmt, json_option, open_store, parse_shape, results, run_dir_option,
                                    store_option, table)
 from hwnas.errors import HwnasError
 from hwnas.export import INT8_MODES, TENSORRT_PRECISIONS, export_bundle, validate_bundle
@@ -117,7 +117,7 @@ def export(space, arch, from_search, weights, input_shape, dataset, int8, tensor
     if as_json:
         emit_json({"bundle": bundle, **manifest})
     else:
-        console.print(_summary_table(f"Bundle {bundle}", manifest))
+        results.print(_summary_table(f"Bundle {bundle}", manifest))
     if not manifest["passed"]:
         raise SystemExit(1)
 
@@ -144,7 +144,7 @@ def validate(bundle_dir, backend_name, threads, protocol, rtol, atol, budget_ms,
     if as_json:
         emit_json(report)
     else:
-        console.print(_summary_table(f"Validated {report['bundle']}", report))
+        results.print(_summary_table(f"Validated {report['bundle']}", report))
     if not report["passed"]:
         raise SystemExit(1)
 

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import click
 
-from hwnas.commands.common import (console, emit_json, json_option, open_store, parse_shape, run_dir_option,
+from hwnas.commands.common import (emit_json, json_option, open_store, parse_shape, results, run_dir_option,
                                    store_option, table)
 from hwnas.profilers import BACKENDS, ENERGY_METERS, TimingProtocol, available_backends, get_backend, profile_space
 from hwnas.profilers.profile import STRATEGIES
@@ -28,10 +28,10 @@ def devices(as_json: bool) -> None:
     if as_json:
         emit_json({"backends": backends, "energy_meters": meters})
         return
-    console.print(table("Backends", ["backend", "works here", "device", "device id / why not"],
+    results.print(table("Backends", ["backend", "works here", "device", "device id / why not"],
                         [[b["backend"], "yes" if b["available"] else "no", b["device"] or "",
                           b["device_id"] if b["available"] else b["why"]] for b in backends]))
-    console.print(table("Energy meters (when none works: analytical-45nm estimate from MACs and memory traffic)",
+    results.print(table("Energy meters (when none works: analytical-45nm estimate from MACs and memory traffic)",
                         ["meter", "works here", "why not"],
                         [[m["meter"], "yes" if m["available"] else "no", m["why"] or ""] for m in meters]))
 
@@ -85,7 +85,7 @@ def profile(space, input_shape, batch, backend_name, threads, samples, strategy,
         emit_json(summary.to_dict())
         return
     lat = summary.latency_ms
-    console.print(table("Profile", ["", ""], [
+    results.print(table("Profile", ["", ""], [
         ["device", f"{summary.device_name} [{summary.device}]"], ["backend", summary.backend], ["space", summary.space],
         ["input", "x".join(map(str, summary.input_shape)) + f", batch {summary.batch}"],
         ["measured now / already stored", f"{summary.measured_now} / {summary.already_stored}"],
@@ -109,7 +109,7 @@ def list_measurements(run_dir, store_url, as_json):
     if as_json:
         emit_json(devs)
         return
-    console.print(table(f"Devices in {store.url}", ["id", "name", "measurements"],
+    results.print(table(f"Devices in {store.url}", ["id", "name", "measurements"],
                         [[d["id"], d["name"], d["measurements"]] for d in devs]))
 
 
@@ -130,7 +130,7 @@ def export_measurements(csv_path, device, backend, space, run_dir, store_url, as
     if as_json:
         emit_json({"rows": n, "csv": str(Path(csv_path).resolve())})
     else:
-        console.print(f"wrote {n} measurement(s) to {csv_path}")
+        results.print(f"wrote {n} measurement(s) to {csv_path}")
 
 
 @measurements.command("import")
@@ -156,4 +156,4 @@ def import_measurements(csv_path, arch_column, columns, space, input_shape, batc
     if as_json:
         emit_json({"added": added, "store": store.url})
     else:
-        console.print(table("Imported", ["device", "new rows"], [[k, v] for k, v in added.items()]))
+        results.print(table("Imported", ["device", "new rows"], [[k, v] for k, v in added.items()]))

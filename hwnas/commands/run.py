@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import click
 
-from hwnas.commands.common import console, emit_json, json_option, run_dir_option, store_option, table
+from hwnas.commands.common import emit_json, json_option, results, run_dir_option, store_option, table
 from hwnas.pipeline import DEFAULT_SPACE, run_pipeline
 from hwnas.predictors import PREDICTORS
 from hwnas.profilers import BACKENDS
@@ -79,4 +79,4 @@ def run(space, dataset, backend, threads, samples, budget_ms, budget_percentile,
         ["ONNX file", r["onnx"]],
         ["seconds", f"{r['seconds']} ({', '.join(f'{k} {v}' for k, v in r['stage_seconds'].items())})"],
     ]
-    console.print(table("hwnas run", ["result", "value"], rows))
+    results.print(table("hwnas run", ["result", "value"], rows))

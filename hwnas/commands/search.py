@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from hwnas.commands.common import console, emit_json, json_option, open_store, run_dir_option, store_option, table
+from hwnas.commands.common import emit_json, json_option, open_store, results, run_dir_option, store_option, table
 from hwnas.errors import HwnasError
 from hwnas.pipeline import DEFAULT_SPACE
 from hwnas.profilers import BACKENDS, TimingProtocol
@@ -163,7 +163,7 @@ def search(budget_ms, budget_mj, strategy, space, dataset, limit, epochs, retrai
                 ["latency (table)", r["latency_ms"]], ["accuracy", r["accuracy"]], ["within budget", r["within_budget"]],
                 ["budget used", r["budget_used"]], ["regret (points)", r["regret"]],
                 ["measurements", f"{r['measurements']} of {r['measurement_limit']}"], ["seconds", r["seconds"]]]
-        console.print(table("Tabular search under budget", ["", "value"], rows))
+        results.print(table("Tabular search under budget", ["", "value"], rows))
         return
     r = run_search_command(space, dataset, budget_ms, budget_mj, strategy, epochs, retrain_epochs, backend, threads,
                            predictor or "lookup", cost_form, limit, seed, run_dir, store_url, protocol,
@@ -181,5 +181,5 @@ def search(budget_ms, budget_mj, strategy, space, dataset, limit, epochs, retrai
              ["search seconds", r["search_seconds"]], ["plot", r["plot"]], ["result", str(Path(run_dir) / "search.json")]]
     if r["note"]:
         rows.append(["note", r["note"]])
-    console.print(table(f"Search ({r['strategy']}) under budget", ["", "value"], rows))
-    console.print(f"chosen: {r['arch']}", markup=False, soft_wrap=True)
+    results.print(table(f"Search ({r['strategy']}) under budget", ["", "value"], rows))
+    results.print(f"chosen: {r['arch']}", markup=False, soft_wrap=True)
