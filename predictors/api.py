@@ -23,6 +23,23 @@ def _space(space: SearchSpace | str) -> SearchSpace:
     return get_space(space) if isinstance(space, str) else space
 
 
+def parse_arch(space: SearchSpace, arch: Arch | str | int) -> Arch:
+    """An Arch from an Arch, a canonical string or an index in the space (NAS-Bench-201 order for nb201), as
+    `hwnas export --arch` accepts; a bad string or an index out of range is a HwnasError saying what is accepted."""
+    if isinstance(arch, Arch):
+        return arch
+    text = str(arch).strip()
+    if isinstance(arch, (int, np.integer)) or text.lstrip("+-").isdigit():
+        index, size = int(text), space.size()
+        if size is None:
+            raise HwnasError(f"space {space.spec} has no architecture index; give the architecture string")
+        if not 0 <= index < size:
+            raise HwnasError(f"architecture index {index} is out of range for {space.spec}; accepted: an index "
+                             f"0..{size - 1} or an architecture string")
+        return space.arch_at(index)
+    return space.from_string(text)
+
+
 def fit_predictor(X: np.ndarray, y: np.ndarray, predictor: str = "mlp", encoding: str | None = None,
                   holdout: float = 0.2, seed: int = 0, settings: Mapping[str, Any] | None = None,
                   sources: Mapping[str, tuple[np.ndarray, np.ndarray]] | None = None,
@@ -65,13 +82,86 @@ def fit_predictor(X: np.ndarray, y: np.ndarray, predictor: str = "mlp", encoding
     return final, metrics
 
 
-def fit_from_store(store, space: SearchSpace | str, device: str, backend: str | Any, input_shape=None, batch: int = 1,
-                   target: str = "latency_ms", predictor: str = "mlp", encoding: str | None = None,
-                   holdout: float = 0.2, seed: int = 0, settings: Mapping[str, Any] | None = None,
-                   ) -> tuple[Predictor, dict[str, Any]]:
+def _listing(items: Sequence[str], most: int = 8) -> str:
+    items = list(items)
+    return ", ".join(items[:most]) + (f" and {len(items) - most} more" if len(items) > most else "")
+
+
+def pick_measurements(store, space: SearchSpace | str, device: str | None = None, backend: str | None = None,
+                      input_shape=None, batch: int = 1) -> tuple[str, str]:
+    """The (device id, backend) whose measurements of (space, input shape, batch) to fit on: as given, or the only
+    one the store holds. When nothing matches, the HwnasError says which part of the request has no data and what
+    the store holds instead (spaces, shapes, devices or backends); when several match, it lists those that do."""
+    from sqlalchemy import func, select
+    from sqlalchemy.orm import Session
+
+    from hwnas.measurement import shape_from_str, shape_to_str
+    from hwnas.store import MeasurementRow as M
+
+    sp = _space(space)
+    if isinstance(input_shape, str):
+        input_shape = shape_from_str(input_shape)
+    shape = shape_to_str(sp.check_input_shape(input_shape or sp.default_input_shape))
+    names = {d["id"]: d["name"] for d in store.devices()}
+    device_id = store.resolve_device(device) if device is not None else None
+    with Session(store.engine) as s:  # one row per (device, backend, space, shape, batch): cheap on a large store
+        groups = s.execute(select(M.device, M.backend, M.space, M.input_shape, M.batch, func.count())
+                           .group_by(M.device, M.backend, M.space, M.input_shape, M.batch)).all()
+
+    def kinds(rows) -> str:
+        by_space: dict[str, set[str]] = {}
+        for g in rows:
+            by_space.setdefault(g[2], set()).add(f"input {g[3]} batch {g[4]}")
+        return _listing([f"{spec} ({', '.join(sorted(v))})" for spec, v in sorted(by_space.items())])
+
+    wanted = f"{sp.spec}, input {shape}, batch {batch}"
+    on = f" on device {names.get(device_id, device)!r}" if device_id else ""
+    if not groups:
+        raise HwnasError(f"the store {store.url} holds no measurements yet: run `hwnas profile` or "
+                         "`hwnas measurements import` first")
+    rows = groups
+    if device_id:
+        rows = [g for g in rows if g[0] == device_id]
+        if not rows:
+            with_data = sorted({names.get(g[0], g[0]) for g in groups})
+            raise HwnasError(f"device {device!r} has no measurements in the store; devices with measurements: "
+                             f"{_listing(with_data)}")
+    here = [g for g in rows if g[2] == sp.spec]
+    if not here:
+        raise HwnasError(f"no measurements of {sp.spec}{on}; measured: {kinds(rows)}; pass one of these with "
+                         "--space, or run `hwnas profile` first")
+    rows, here = here, [g for g in here if g[3] == shape and g[4] == batch]
+    if not here:
+        measured = _listing(sorted({f"input {g[3]} batch {g[4]}" for g in rows}))
+        raise HwnasError(f"no measurements of {wanted}{on}; {sp.spec} was measured with {measured}; "
+                         "pass that shape with --input-shape / --batch")
+    rows = here
+    if backend is not None:
+        here = [g for g in rows if g[1] == backend]
+        if not here:
+            raise HwnasError(f"no measurements of {wanted}{on} with backend {backend!r}; backends with measurements of "
+                             f"it: {', '.join(sorted({g[1] for g in rows}))}")
+        rows = here
+    devices = sorted({g[0] for g in rows})
+    if len(devices) > 1:
+        counts = {d: sum(g[5] for g in rows if g[0] == d) for d in devices}
+        raise HwnasError(f"name the device with --device; devices with measurements of {wanted}: "
+                         + _listing([f"{names.get(d, d)} ({counts[d]})" for d in devices], most=12))
+    backends = sorted({g[1] for g in rows})
+    if len(backends) > 1:
+        raise HwnasError(f"name the backend with --backend; device {names.get(devices[0], devices[0])!r} has "
+                         f"measurements of {wanted} from {', '.join(backends)}")
+    return devices[0], backends[0]
+
+
+def fit_from_store(store, space: SearchSpace | str, device: str | None = None, backend: str | Any = None,
+                   input_shape=None, batch: int = 1, target: str = "latency_ms", predictor: str = "mlp",
+                   encoding: str | None = None, holdout: float = 0.2, seed: int = 0,
+                   settings: Mapping[str, Any] | None = None) -> tuple[Predictor, dict[str, Any]]:
     """Fit a predictor of `target` on the store's measurements of (space, device, backend, input shape, batch).
 
-    device: a device name or id as the store knows it; backend: its name (or a Backend). For the `transfer`
+    device: a device name or id as the store knows it; backend: its name (or a Backend). Either may be None when
+    the store holds only one for this space, shape and batch (see `pick_measurements`). For the `transfer`
     predictor, the other devices' measurements of the same space, shape and batch are the pretraining data.
     """
     from hwnas.measurement import shape_from_str
@@ -81,8 +171,9 @@ def fit_from_store(store, space: SearchSpace | str, device: str, backend: str | 
     sp = _space(space)
     shape = sp.check_input_shape(shape_from_str(input_shape) if isinstance(input_shape, str)
                                  else (input_shape or sp.default_input_shape))
-    device_id = store.resolve_device(device)
-    backend_name = backend if isinstance(backend, str) else backend.name
+    backend_name = backend if backend is None or isinstance(backend, str) else backend.name
+    device_id, backend_name = pick_measurements(store, sp, device, backend_name, shape, batch)
+    device = device or device_id
     rows = [m for m in store.measurements(device=device_id, backend=backend_name, space=sp.spec, input_shape=shape,
                                           batch=batch) if getattr(m, target) is not None]
     if len(rows) < MIN_MEASUREMENTS:
@@ -120,8 +211,8 @@ def fit_from_store(store, space: SearchSpace | str, device: str, backend: str | 
 
 def read_table(path: str | Path, space: SearchSpace, arch_column: str, target: str | None = None
                ) -> tuple[list[dict[str, str]], list[Arch], np.ndarray | None]:
-    """Rows of a CSV file, their parsed architectures and (if `target`) the target column as floats; any bad
-    cell is a HwnasError naming its line."""
+    """Rows of a CSV file, their parsed architectures (strings or indices) and (if `target`) the target column as
+    floats; any bad cell is a HwnasError naming its line."""
     from hwnas.store import read_csv_rows
 
     rows = read_csv_rows(path)
@@ -132,7 +223,7 @@ def read_table(path: str | Path, space: SearchSpace, arch_column: str, target: s
     archs, values = [], []
     for line, row in enumerate(rows, start=2):
         try:
-            archs.append(space.from_string(row[arch_column]))
+            archs.append(parse_arch(space, row[arch_column]))
         except HwnasError as e:
             raise HwnasError(f"{path}, line {line}: {e}") from None
         if target is not None:
@@ -187,12 +278,12 @@ def save_predictor(predictor: Predictor, path: str | Path, plot: bool = True) ->
 
 
 def predict_archs(predictor: Predictor, space: SearchSpace | str, archs: Sequence[Arch | str]) -> np.ndarray:
-    """Predictions for architectures (Arch or canonical strings), encoded with the predictor's own encoding."""
+    """Predictions for architectures (Arch, canonical strings or indices), encoded with the predictor's own encoding."""
     sp = _space(space)
     recorded = predictor.metadata.get("space")
     if recorded and recorded.split(":")[0] != sp.name:
         raise HwnasError(f"this predictor was fitted on space {recorded}, not {sp.spec}")
-    parsed = [sp.from_string(a) if isinstance(a, str) else a for a in archs]
+    parsed = [parse_arch(sp, a) for a in archs]
     shape = predictor.metadata.get("input_shape") or None
     return np.asarray(predictor.predict(encode_archs(sp, parsed, predictor.encoding, shape)), np.float64)
 

@@ -67,6 +67,14 @@ class Predictor(ABC):
     @abstractmethod
     def predict(self, X: np.ndarray) -> np.ndarray: ...
 
+    def check(self, X: np.ndarray) -> None:
+        """Raise (any exception) unless these parameters predict one finite value per row of X: `load_predictor`
+        runs it on an encoded architecture so a cut or hand-edited file fails at load time, not mid-search."""
+        values = np.asarray(self.predict(X))
+        if values.shape != (len(X),) or not np.all(np.isfinite(values)):
+            raise ValueError(f"a test prediction for {len(X)} architecture(s) gave shape {values.shape}, "
+                             f"values {values.ravel()[:3].tolist()}")
+
     def torch_module(self) -> nn.Module:
         raise HwnasError(f"predictor {self.name!r} is not differentiable; use one of the differentiable predictors")
 
@@ -130,16 +138,33 @@ def load_predictor(path: str | Path) -> Predictor:
             f"{path} has predictor format {version!r} (written by hwnas {written}); this hwnas reads formats "
             f"1..{FORMAT_VERSION}: upgrade hwnas or refit it with `hwnas fit`"
         )
+    metadata = meta.get("metadata") if isinstance(meta.get("metadata"), dict) else {}
     try:
         predictor = build_predictor(meta)
         predictor.set_arrays(arrays)
+        space, probe = _probe_archs(metadata)
+        from hwnas.predictors.encodings import encode_archs
+
+        predictor.check(encode_archs(space, probe, predictor.encoding, metadata.get("input_shape") or None))
     except HwnasError as e:
         raise HwnasError(f"{path}: {e}") from None
-    except Exception as e:  # missing or misshapen arrays: a damaged or hand-edited file
-        raise HwnasError(f"{path} is a damaged predictor file ({type(e).__name__}: {e}); refit it with `hwnas fit`") from None
-    predictor.metadata = meta.get("metadata", {})
+    except Exception as e:  # missing, cut or misshapen arrays: a damaged or hand-edited file
+        reason = str(e).splitlines()[0] if str(e) else ""
+        raise HwnasError(f"{path} is a damaged predictor file ({type(e).__name__}: {reason}); "
+                         "refit it with `hwnas fit`") from None
+    predictor.metadata = metadata
     predictor.metadata.setdefault("versions", meta.get("versions", {}))
     return predictor
+
+
+def _probe_archs(metadata: dict[str, Any]):
+    """The recorded space (nb201 when none is recorded, as `hwnas predict` assumes) and two fixed architectures
+    of it (analytic encodings build each network, so only two: tree arrays are checked whole in their `check`)."""
+    from hwnas.spaces import get_space
+
+    space = get_space(metadata.get("space") or "nb201")
+    rng = np.random.default_rng(0)
+    return space, [space.sample(rng) for _ in range(2)]
 
 
 def get_predictor(name: str, encoding: str | None = None, **settings: Any) -> Predictor:

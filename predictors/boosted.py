@@ -52,6 +52,11 @@ class CostTreesPredictor(Predictor):
     def predict(self, X: np.ndarray) -> np.ndarray:
         return self._base(X) * np.exp(self.trees.predict(X))
 
+    def check(self, X: np.ndarray) -> None:
+        self.base.check(np.asarray(X)[:, : self.width])
+        self.trees.check(X)
+        super().check(X)
+
     def get_arrays(self) -> dict[str, np.ndarray]:
         return {**{f"base/{k}": v for k, v in self.base.get_arrays().items()},
                 **{f"trees/{k}": v for k, v in self.trees.get_arrays().items()},

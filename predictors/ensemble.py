@@ -58,6 +58,11 @@ class EnsemblePredictor(Predictor):
         mean = p.mean(0)
         return mean, p.std(0) / np.maximum(np.abs(mean), 1e-9)
 
+    def check(self, X: np.ndarray) -> None:
+        for member in self.members:
+            member.check(X)
+        super().check(X)
+
     def get_arrays(self) -> dict[str, np.ndarray]:
         return {f"m{i}/{k}": v for i, m in enumerate(self.members) for k, v in m.get_arrays().items()}
 

@@ -107,6 +107,11 @@ class LookupTablePredictor(Predictor):
         """(base, table of shape alpha_shape): what `HardwareCost(table=..., base=...)` takes."""
         if self.log_target:
             raise HwnasError("a lookup table fitted on log targets is not additive; fit it with log_target=False")
+        if self.table is None or self.table.size != int(np.prod(alpha_shape)):
+            size = "no" if self.table is None else self.table.size
+            raise HwnasError(f"this lookup table has {size} entries, not one per decision and option "
+                             f"({alpha_shape[0]}x{alpha_shape[1]}); it was fitted on the {self.encoding!r} encoding: "
+                             "fit it with --encoding onehot")
         return self.base, self.table.reshape(alpha_shape)
 
     def get_arrays(self) -> dict[str, np.ndarray]:

@@ -66,6 +66,21 @@ class _TreeEnsemble(Predictor):
     def predict(self, X: np.ndarray) -> np.ndarray:
         return self._from_target(self.init + self.scale * walk_trees(self.trees, X).sum(axis=1))
 
+    def check(self, X: np.ndarray) -> None:
+        """Also the tree arrays themselves: one test prediction walks only some branches of a cut file."""
+        t = self.trees
+        n = len(t["left"])
+        if any(t[k].ndim != 1 or len(t[k]) != n for k in TREE_FIELDS) or t["roots"].ndim != 1 or not len(t["roots"]):
+            raise ValueError("the tree arrays " + ", ".join(f"{k} {t[k].shape}" for k in (*TREE_FIELDS, "roots"))
+                             + " do not line up")
+        inner = t["left"] >= 0
+        for k, values in (("left", t["left"][inner]), ("right", t["right"][inner]), ("roots", t["roots"])):
+            if len(values) and not (values.min() >= 0 and values.max() < n):
+                raise ValueError(f"tree array {k!r} points outside the {n} stored nodes")
+        if inner.any() and not (t["feature"][inner].min() >= 0 and t["feature"][inner].max() < X.shape[1]):
+            raise ValueError(f"a split reads a feature outside the {X.shape[1]} of encoding {self.encoding!r}")
+        super().check(X)
+
     def get_arrays(self) -> dict[str, np.ndarray]:
         return {**self.trees, "init_scale": np.array([self.init, self.scale])}
 

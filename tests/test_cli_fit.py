@@ -119,3 +119,66 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(args, words, subset, tm
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and words in lines[0] and "Traceback" not in result.output
     assert sorted(p.name for p in tmp_path.iterdir()) == before
+
+
+def test_predict_takes_indices_like_export(subset, tmp_path):
+    out = tmp_path / "pixel3.npz"
+    assert run("fit", "--from-csv", str(subset), "--target", "pixel3", "--predictor", "ridge", "--out", str(out),
+               "--no-plot").exit_code == 0
+    with open(subset, newline="") as f:
+        first = next(csv.DictReader(f))
+    by_index = run("predict", str(out), "--arch", first["index"], "--json")
+    by_string = run("predict", str(out), "--arch", first["arch"], "--json")
+    assert by_index.exit_code == 0 and json.loads(by_index.stdout) == json.loads(by_string.stdout)
+    assert json.loads(by_index.stdout)["predictions"][0]["arch"] == first["arch"]
+    result = run("predict", str(out), "--from-csv", str(subset), "--arch-column", "index", "--out",
+                 str(tmp_path / "p.csv"), "--json")  # a CSV column of indices works too
+    assert result.exit_code == 0 and json.loads(result.stdout)["rows"] == 150
+    result = run("predict", str(out), "--arch", "15625")
+    assert result.exit_code == 2
+    assert result.stderr.strip() == ("Error: architecture index 15625 is out of range for nb201:C=16,N=5,classes=10; "
+                                     "accepted: an index 0..15624 or an architecture string")
+
+
+def test_cut_predictor_file_is_one_line_exit_2(subset, tmp_path):
+    out = tmp_path / "r.npz"
+    assert run("fit", "--from-csv", str(subset), "--target", "pixel3", "--predictor", "ridge", "--out", str(out),
+               "--no-plot").exit_code == 0
+    with np.load(out, allow_pickle=False) as z:
+        arrays = {k: z[k] for k in z.files}
+    arrays["coef"] = arrays["coef"][:5]
+    with open(out, "wb") as f:
+        np.savez(f, **arrays)
+    result = run("predict", str(out), "--arch", "0")
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert result.stderr.startswith(f"Error: {out} is a damaged predictor file (ValueError: ")
+    assert result.stderr.strip().endswith("refit it with `hwnas fit`")
+
+
+def test_fit_from_store_names_what_is_measured_and_picks_the_only_device(subset, tmp_path):
+    store = Store(tmp_path / "m.db")
+    store.import_table(subset, "nb201:C=16,N=5,classes=10", columns=["gold_6226", "raspi4"])
+    store.import_table(subset, "nb201:C=4,N=1,classes=10", columns=["pixel3"])
+    base = ["fit", "--store", str(tmp_path / "m.db"), "--predictor", "ridge", "--no-plot", "--json"]
+
+    def error(*args):
+        result = run(*base, *args, "--out", str(tmp_path / "never.npz"))
+        assert result.exit_code == 2 and not (tmp_path / "never.npz").exists(), result.output
+        return result.stderr.strip()
+
+    # only pixel3 measured this space: picked without --device, though the store has three devices
+    result = run(*base, "--space", TINY, "--out", str(tmp_path / "p.npz"))
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["device"] == "imported:pixel3"
+    assert error("--space", "nb201:C=8,N=1") == (
+        "Error: no measurements of nb201:C=8,N=1,classes=10; measured: nb201:C=16,N=5,classes=10 (input 3x32x32 batch 1), "
+        "nb201:C=4,N=1,classes=10 (input 3x32x32 batch 1); pass one of these with --space, or run `hwnas profile` first")
+    assert "no measurements of nb201:C=4,N=1,classes=10 on device 'raspi4'; measured: nb201:C=16,N=5" in error(
+        "--space", TINY, "--device", "raspi4")
+    assert error("--space", TINY, "--backend", "nosuch") == (
+        "Error: no measurements of nb201:C=4,N=1,classes=10, input 3x32x32, batch 1 with backend 'nosuch'; "
+        "backends with measurements of it: imported")
+    assert error("--space", TINY, "--input-shape", "1x8x8").endswith(
+        "was measured with input 3x32x32 batch 1; pass that shape with --input-shape / --batch")
+    assert error().endswith("devices with measurements of nb201:C=16,N=5,classes=10, input 3x32x32, batch 1: "
+                            "gold_6226 (150), raspi4 (150)")

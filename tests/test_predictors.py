@@ -17,6 +17,7 @@ from hwnas.predictors import (
     get_predictor,
     load_predictor,
     lookup_from_profiling,
+    parse_arch,
     pretrain_transfer,
     regression_metrics,
     select_active,
@@ -132,6 +133,34 @@ def test_corrupt_or_foreign_files_are_clear_errors(table, tmp_path):
             load_predictor(path)
 
 
+@pytest.mark.parametrize("name, key", [("ridge", "coef"), ("lookup", "table"), ("gbt", "threshold"), ("gbt", "feature"),
+                                       ("cost-gbt", "trees/left"), ("mlp", "net.0.weight"), ("ensemble", "m0/center")])
+def test_files_with_cut_or_edited_arrays_fail_at_load_time(name, key, table, tmp_path):
+    path = fitted(name, table, n=60).save(tmp_path / "p.npz", {"space": SPACE.spec})
+    with np.load(path, allow_pickle=False) as z:
+        arrays = {k: z[k] for k in z.files}
+    if key == "feature":  # a split on a feature the encoding does not have: only some rows would ever reach it
+        arrays[key] = np.where(arrays[key] >= 0, arrays[key] + 10_000, arrays[key])
+    else:
+        arrays[key] = arrays[key][: max(1, len(arrays[key]) // 6)]
+    with open(path, "wb") as f:
+        np.savez(f, **arrays)
+    with pytest.raises(HwnasError, match=r"p\.npz is a damaged predictor file \(.*\); refit it with `hwnas fit`"):
+        load_predictor(path)
+
+
+def test_architectures_by_string_or_index():
+    tiny = get_space("nb201:C=4,N=1")
+    arch = tiny.arch_at(6111)
+    assert parse_arch(tiny, 6111) == parse_arch(tiny, " 6111") == parse_arch(tiny, tiny.to_string(arch)) == arch
+    for bad in (-1, "15625"):
+        with pytest.raises(HwnasError, match=f"index {int(bad)} is out of range for nb201:C=4,N=1,classes=10; "
+                                             "accepted: an index 0..15624 or an architecture string"):
+            parse_arch(tiny, bad)
+    with pytest.raises(HwnasError, match="malformed nb201 architecture"):
+        parse_arch(tiny, "|conv~0|")
+
+
 def test_pairwise_ranking_loss_changes_training(table):
     X, y = encoded(table, "onehot", slice(0, 100)), table[1]["pixel3"][:100]
     plain = get_predictor("mlp", epochs=40).fit(X, y)
@@ -227,8 +256,19 @@ def test_fit_from_store_reports_metrics_and_records_metadata(nb201_data, tmp_pat
     meta = loaded.metadata
     assert meta["space"] == SPACE.spec and meta["target"] == "latency_ms" and meta["training_size"] == 120
     assert meta["device"] == "imported:pixel3" and meta["device_fingerprint"] and meta["heldout_metrics"] == metrics
-    with pytest.raises(HwnasError, match="at least 5"):
+    with pytest.raises(HwnasError, match="batch 8 on device 'pixel3'; nb201:C=16,N=5,classes=10 was measured with input 3x32x32 batch 1"):
         fit_from_store(store, "nb201", "pixel3", "imported", (3, 32, 32), 8, "latency_ms", "ridge")
+    with pytest.raises(HwnasError, match="name the device with --device; .*: gold_6226 \\(120\\), pixel3 \\(120\\)"):
+        fit_from_store(store, "nb201", predictor="ridge")
+    with pytest.raises(HwnasError, match="backend 'torch-cpu'; backends with measurements of it: imported"):
+        fit_from_store(store, "nb201", "pixel3", "torch-cpu", predictor="ridge")
+    with pytest.raises(HwnasError, match="no measurements of nb201:C=8,N=1,classes=10; measured: nb201:C=16,N=5"):
+        fit_from_store(store, "nb201:C=8,N=1", predictor="ridge")
+    few = tmp_path / "few.csv"
+    few.write_text("".join(lines[:4]))
+    store.import_table(few, get_space("nb201:C=4,N=1").spec, columns=["raspi4"])
+    with pytest.raises(HwnasError, match="3 latency_ms measurement.*at least 5"):  # only raspi4 has that space: picked
+        fit_from_store(store, "nb201:C=4,N=1", predictor="ridge")
     with pytest.raises(HwnasError, match="unknown target"):
         fit_from_store(store, "nb201", "pixel3", "imported", target="power")
 
@@ -256,3 +296,12 @@ def test_lookup_table_from_per_operation_profiling(tmp_path):
     assert base > 0 and per_op.shape == (6, 5) and np.all(per_op[:, 0] == 0)
     conv3 = tiny.from_string("|nor_conv_3x3~0|+|none~0|none~1|+|none~0|none~1|none~2|")
     assert table.predict(tiny.encode_many([conv3]))[0] == pytest.approx(base + per_op[0, 3])
+
+
+def test_lookup_table_for_needs_one_entry_per_decision_and_option(table):
+    _, per_op = fitted("lookup", table).table_for(SPACE.alpha_shape)  # the onehot encoding: one entry each
+    assert per_op.shape == (6, 5)
+    X = encoded(table, "op-counts", slice(0, 50))
+    counts = get_predictor("lookup", encoding="op-counts").fit(X, table[1]["fpga"][:50])
+    with pytest.raises(HwnasError, match=rf"has {X.shape[1]} entries, not one per decision and option \(6x5\)"):
+        counts.table_for(SPACE.alpha_shape)

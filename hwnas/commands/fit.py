@@ -34,29 +34,13 @@ def _metrics_rows(metrics: dict) -> list[list]:
     ]
 
 
-def _only_one(store, device: str | None, backend: str | None, space_spec: str) -> tuple[str, str]:
-    """The device and backend to fit on: as given, or the only ones the store holds for this space."""
-    if device is None:
-        names = sorted({d["name"] for d in store.devices() if d["measurements"]})
-        if len(names) != 1:
-            raise HwnasError(f"name the device with --device; the store has {', '.join(names) or 'none'}")
-        device = names[0]
-    if backend is None:
-        device_id = store.resolve_device(device)
-        backends = sorted({m.backend for m in store.measurements(device=device_id, space=space_spec)})
-        if len(backends) != 1:
-            raise HwnasError(f"name the backend with --backend; device {device!r} has measurements of space "
-                             f"{space_spec} from {', '.join(backends) or 'no backend'}")
-        backend = backends[0]
-    return device, backend
-
-
 @click.command()
 @click.option("--space", default="nb201", show_default=True, metavar="NAME[:K=V,...]",
               help="Search space the architectures belong to (as profiled, e.g. nb201:C=8,N=1,classes=10).")
-@click.option("--device", default=None, help="Device name or id in the store. Default: the store's only device.")
+@click.option("--device", default=None, help="Device name or id in the store. Default: the only device with "
+              "measurements of this space, input shape and batch (and --backend, if given).")
 @click.option("--backend", default=None, help="Backend whose measurements to fit (e.g. onnxruntime-cpu, imported). "
-              "Default: the device's only one.")
+              "Default: the device's only one for this space, input shape and batch.")
 @click.option("--input-shape", default=None, metavar="CxHxW", help="Input shape measured. Default: the space's own.")
 @click.option("--batch", default=1, show_default=True, type=click.IntRange(min=1), help="Batch size measured.")
 @click.option("--target", default="latency", show_default=True,
@@ -73,7 +57,8 @@ def _only_one(store, device: str | None, backend: str | None, space_spec: str) -
 @click.option("--seed", default=0, show_default=True, help="Seed of the hold-out split and the training.")
 @click.option("--from-csv", "csv_path", default=None, type=click.Path(dir_okay=False),
               help="Fit on a CSV file (one row an architecture) instead of the store.")
-@click.option("--arch-column", default="arch", show_default=True, help="CSV column holding architecture strings.")
+@click.option("--arch-column", default="arch", show_default=True,
+              help="CSV column holding architecture strings or indices in the space (e.g. index).")
 @click.option("--out", default=None, type=click.Path(dir_okay=False),
               help="Predictor file to write (.npz). Default: RUN_DIR/predictor-<target>.npz.")
 @click.option("--no-plot", is_flag=True, help="Do not write the predicted-vs-measured PNG beside the predictor.")
@@ -106,7 +91,6 @@ def fit(space, device, backend, input_shape, batch, target, predictor_name, enco
             raise HwnasError(f"no measurements in {run_dir} (no measurements.db): run `hwnas profile` or "
                              "`hwnas measurements import` first, or name a store with --store, or fit --from-csv")
         store = open_store(store_url, run_dir)
-        device, backend = _only_one(store, device, backend, s.spec)
         predictor, metrics = fit_from_store(store, s, device, backend, shape, batch, target, predictor_name, encoding,
                                             holdout, seed)
     path = Path(out) if out else Path(run_dir) / f"predictor-{target}.npz"
@@ -126,15 +110,18 @@ def fit(space, device, backend, input_shape, batch, target, predictor_name, enco
 @click.argument("predictor_path", metavar="PREDICTOR", type=click.Path(dir_okay=False))
 @click.option("--from-csv", "csv_path", default=None, type=click.Path(dir_okay=False),
               help="Predict for every row of this CSV file.")
-@click.option("--arch-column", default="arch", show_default=True, help="CSV column holding architecture strings.")
+@click.option("--arch-column", default="arch", show_default=True,
+              help="CSV column holding architecture strings or indices in the space (e.g. index).")
 @click.option("--out", default=None, type=click.Path(dir_okay=False),
               help="CSV file to write: the input's rows and columns plus predicted_<target>. Required with --from-csv.")
-@click.option("--arch", "archs", multiple=True, metavar="ARCH", help="Predict for these architectures (repeatable).")
+@click.option("--arch", "archs", multiple=True, metavar="ARCH",
+              help="Predict for these architectures: canonical string or index in the space (repeatable).")
 @json_option
 def predict(predictor_path, csv_path, arch_column, out, archs, as_json):
     """Predict latency or energy with a saved predictor, for architectures or for every row of a CSV file."""
     from hwnas.predictors import load_predictor
-    from hwnas.predictors.api import predict_archs, predict_csv
+    from hwnas.predictors.api import parse_arch, predict_archs, predict_csv
+    from hwnas.spaces import get_space
 
     if bool(csv_path) == bool(archs):
         raise HwnasError("give either --from-csv FILE (with --out) or one or more --arch ARCH")
@@ -149,11 +136,13 @@ def predict(predictor_path, csv_path, arch_column, out, archs, as_json):
             console.print(f"wrote {rows} prediction(s) to {out}")
         return
     predictor = load_predictor(predictor_path)
-    space = predictor.metadata.get("space") or "nb201"
-    values = predict_archs(predictor, space, list(archs))
+    space = get_space(predictor.metadata.get("space") or "nb201")
+    parsed = [parse_arch(space, a) for a in archs]
+    values = predict_archs(predictor, space, parsed)
     target = predictor.metadata.get("target") or "value"
+    names = [space.to_string(a) for a in parsed]  # an index given is shown as its architecture string
     if as_json:
-        emit_json({"target": target, "predictions": [{"arch": a, target: float(v)} for a, v in zip(archs, values)]})
+        emit_json({"target": target, "predictions": [{"arch": n, target: float(v)} for n, v in zip(names, values)]})
         return
     console.print(table(f"Predicted {target} ({predictor.name}, {predictor.metadata.get('device_name', '')})",
-                        ["arch", target], [[a, float(v)] for a, v in zip(archs, values)]))
+                        ["arch", target], [[n, float(v)] for n, v in zip(names, values)]))
