@@ -196,6 +196,9 @@ class Store:
         """Load a wide table of published latencies (one row an architecture, one column a device, in ms,
         like ../shared/data/nb201/latency_ms.csv). Each column becomes a device named after it. Rows are checked
         before anything is written, so a bad file stores nothing. Returns new rows stored per device."""
+        from hwnas.spaces import get_space
+
+        space = get_space(space).spec  # "nb201:C=4,N=1" and "nb201:C=4,N=1,classes=10" are one space: store one name
         rows = read_csv_rows(path)
         header = list(rows[0].keys()) if rows else []
         if arch_column not in header:

@@ -6,7 +6,7 @@ from pathlib import Path
 import click
 
 from hwnas.commands.common import (
-    console,
+    results,
     emit_json,
     json_option,
     open_store,
@@ -101,7 +101,7 @@ def fit(space, device, backend, input_shape, batch, target, predictor_name, enco
                    "target": meta.get("target"), "device": meta.get("device"), "training_size": meta.get("training_size"),
                    "metrics": metrics})
         return
-    console.print(table(f"{predictor.name} predictor of {meta.get('target')} on {meta.get('device_name')}", ["", ""], [
+    results.print(table(f"{predictor.name} predictor of {meta.get('target')} on {meta.get('device_name')}", ["", ""], [
         ["space", meta.get("space")], ["encoding", predictor.encoding], ["training rows", meta.get("training_size")],
         *_metrics_rows(metrics), ["predictor file", written["predictor"]], ["plot", written.get("plot", "")]]))
 
@@ -133,7 +133,7 @@ def predict(predictor_path, csv_path, arch_column, out, archs, as_json):
         if as_json:
             emit_json(result)
         else:
-            console.print(f"wrote {rows} prediction(s) to {out}")
+            results.print(f"wrote {rows} prediction(s) to {out}")
         return
     predictor = load_predictor(predictor_path)
     space = get_space(predictor.metadata.get("space") or "nb201")
@@ -144,5 +144,5 @@ def predict(predictor_path, csv_path, arch_column, out, archs, as_json):
     if as_json:
         emit_json({"target": target, "predictions": [{"arch": n, target: float(v)} for n, v in zip(names, values)]})
         return
-    console.print(table(f"Predicted {target} ({predictor.name}, {predictor.metadata.get('device_name', '')})",
+    results.print(table(f"Predicted {target} ({predictor.name}, {predictor.metadata.get('device_name', '')})",
                         ["arch", target], [[n, float(v)] for n, v in zip(names, values)]))
