@@ -109,3 +109,10 @@ def test_profile_takes_architectures_by_index(tmp_path):
 
     [row] = Store(tmp_path / "m.db").measurements()
     assert row.arch == get_space(SPACE).to_string(get_space(SPACE).arch_at(0))
+
+
+def test_reading_a_store_that_does_not_exist_creates_nothing(tmp_path):
+    missing = tmp_path / "nowhere" / "m.db"
+    result = CliRunner().invoke(cli, ["measurements", "list", "--store", str(missing)])
+    assert result.exit_code == 2 and "no measurement store at" in result.stderr
+    assert not missing.parent.exists()

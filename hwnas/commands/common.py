@@ -41,8 +41,14 @@ def json_option(f):
     return click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout.")(f)
 
 
-def open_store(store_url: str | None, run_dir: str | Path) -> Store:
-    return Store(store_url or Path(run_dir) / "measurements.db")
+def open_store(store_url: str | None, run_dir: str | Path, must_exist: bool = False) -> Store:
+    """The run's store. `must_exist` (commands that only read it): a missing SQLite file is an error rather than
+    a new empty database left behind."""
+    location = store_url or Path(run_dir) / "measurements.db"
+    if must_exist and "://" not in str(location) and not Path(location).expanduser().is_file():
+        raise HwnasError(f"no measurement store at {location}; run `hwnas profile` (or `hwnas measurements import`) "
+                         "first, or point --store/--run-dir at an existing one")
+    return Store(location)
 
 
 def emit_json(obj: Any) -> None:

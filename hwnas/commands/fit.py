@@ -90,7 +90,7 @@ def fit(space, device, backend, input_shape, batch, target, predictor_name, enco
         if store_url is None and not (Path(run_dir) / "measurements.db").is_file():
             raise HwnasError(f"no measurements in {run_dir} (no measurements.db): run `hwnas profile` or "
                              "`hwnas measurements import` first, or name a store with --store, or fit --from-csv")
-        store = open_store(store_url, run_dir)
+        store = open_store(store_url, run_dir, must_exist=True)
         predictor, metrics = fit_from_store(store, s, device, backend, shape, batch, target, predictor_name, encoding,
                                             holdout, seed)
     path = Path(out) if out else Path(run_dir) / f"predictor-{target}.npz"

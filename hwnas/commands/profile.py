@@ -104,7 +104,7 @@ def measurements() -> None:
 @json_option
 def list_measurements(run_dir, store_url, as_json):
     """Devices in the store and how many measurements each has."""
-    store = open_store(store_url, run_dir)
+    store = open_store(store_url, run_dir, must_exist=True)
     devs = store.devices()
     if as_json:
         emit_json(devs)
@@ -123,7 +123,7 @@ def list_measurements(run_dir, store_url, as_json):
 @json_option
 def export_measurements(csv_path, device, backend, space, run_dir, store_url, as_json):
     """Write stored measurements as CSV (one row a measurement, every field)."""
-    store = open_store(store_url, run_dir)
+    store = open_store(store_url, run_dir, must_exist=True)
     device_id = store.resolve_device(device) if device else None
     space_spec = get_space(space).spec if space else None
     n = store.export_csv(csv_path, device=device_id, backend=backend, space=space_spec)
