@@ -41,7 +41,7 @@ def _metrics_rows(metrics: dict) -> list[list]:
               "measurements of this space, input shape and batch (and --backend, if given).")
 @click.option("--backend", default=None, help="Backend whose measurements to fit (e.g. onnxruntime-cpu, imported). "
               "Default: the device's only one for this space, input shape and batch.")
-@click.option("--input-shape", default=None, metavar="CxHxW", help="Input shape measured. Default: the space's own.")
+@click.option("--input-shape", default=None, metavar="CxHxW", help="Input shape measured. Default: the one the store holds for --space, else the space's own.")
 @click.option("--batch", default=1, show_default=True, type=click.IntRange(min=1), help="Batch size measured.")
 @click.option("--target", default="latency", show_default=True,
               help="From the store: latency or energy. With --from-csv: the CSV column to fit (e.g. pixel3).")
@@ -91,6 +91,10 @@ def fit(space, device, backend, input_shape, batch, target, predictor_name, enco
             raise HwnasError(f"no measurements in {run_dir} (no measurements.db): run `hwnas profile` or "
                              "`hwnas measurements import` first, or name a store with --store, or fit --from-csv")
         store = open_store(store_url, run_dir, must_exist=True)
+        if not input_shape:  # the one input shape this space was measured with, when there is only one
+            measured = {(tuple(m.input_shape), m.batch) for m in store.measurements(space=s.spec)}
+            if len(measured) == 1:
+                shape, batch = measured.pop()
         predictor, metrics = fit_from_store(store, s, device, backend, shape, batch, target, predictor_name, encoding,
                                             holdout, seed)
     path = Path(out) if out else Path(run_dir) / f"predictor-{target}.npz"
