@@ -41,7 +41,8 @@ def _metrics_rows(metrics: dict) -> list[list]:
               "measurements of this space, input shape and batch (and --backend, if given).")
 @click.option("--backend", default=None, help="Backend whose measurements to fit (e.g. onnxruntime-cpu, imported). "
               "Default: the device's only one for this space, input shape and batch.")
-@click.option("--input-shape", default=None, metavar="CxHxW", help="Input shape measured. Default: the one the store holds for --space, else the space's own.")
+@click.option("--input-shape", default=None, metavar="CxHxW",
+              help="Input shape measured. Default: the one the store holds for --space, else the space's own.")
 @click.option("--batch", default=1, show_default=True, type=click.IntRange(min=1), help="Batch size measured.")
 @click.option("--target", default="latency", show_default=True,
               help="From the store: latency or energy. With --from-csv: the CSV column to fit (e.g. pixel3).")
