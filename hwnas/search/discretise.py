@@ -38,42 +38,51 @@ def predicted(costs: Sequence[HardwareCost], arch) -> dict[str, float]:
     return {c.target: float(c.predict_arch([arch])[0]) for c in costs}
 
 
+def most_probable_feasible(space, alpha: torch.Tensor, costs: Sequence[HardwareCost], archs):
+    """The most probable (under softmax(alpha)) of `archs` predicted within every budget, or None."""
+    if not archs:
+        return None
+    ratio, score = worst_ratio(costs, archs), arch_log_prob(space, alpha, archs)
+    ok = np.flatnonzero(ratio <= 1.0)
+    return archs[int(ok[np.argmax(score[ok])])] if len(ok) else None
+
+
 def derive_within_budget(space, alpha: torch.Tensor, costs: Sequence[HardwareCost], exclude: set[str] = frozenset(),
                          max_moves: int = 6, recent: Sequence[str] = ()):
     """Returns (arch, moves): the architecture and the list of architecture strings visited on the way.
     `recent`: architecture strings the search derived lately (its last epoch), candidates before neighbours."""
     arch = space.derive(alpha)
     moves = [space.to_string(arch)]
-    if space.to_string(arch) in exclude or worst_ratio(costs, [arch])[0] > 1.0:
-        seen = [space.from_string(a) for a in dict.fromkeys(recent) if a not in exclude]
-        if seen:
-            ratio, score = worst_ratio(costs, seen), arch_log_prob(space, alpha, seen)
-            ok = np.flatnonzero(ratio <= 1.0)
-            if len(ok):
-                best = seen[int(ok[np.argmax(score[ok])])]
-                moves.append(space.to_string(best))
-                return best, moves
-    for _ in range(max_moves + 1):
-        if space.to_string(arch) not in exclude and worst_ratio(costs, [arch])[0] <= 1.0:
-            return arch, moves
+
+    def usable(a) -> bool:
+        return space.to_string(a) not in exclude and worst_ratio(costs, [a])[0] <= 1.0
+
+    def found(best):
+        moves.append(space.to_string(best))
+        return best, moves
+
+    if usable(arch):
+        return arch, moves
+    best = most_probable_feasible(space, alpha, costs, [space.from_string(a) for a in dict.fromkeys(recent)
+                                                        if a not in exclude])
+    if best is not None:
+        return found(best)
+    for _ in range(max_moves):
         nbrs = [n for n in space.neighbours(arch) if space.to_string(n) not in exclude]
         if not nbrs:
             break
+        best = most_probable_feasible(space, alpha, costs, nbrs)
+        if best is not None:
+            return found(best)
         ratio, score = worst_ratio(costs, nbrs), arch_log_prob(space, alpha, nbrs)
-        ok = np.flatnonzero(ratio <= 1.0)
-        if len(ok):
-            best = nbrs[int(ok[np.argmax(score[ok])])]
-            moves.append(space.to_string(best))
-            return best, moves
         arch = nbrs[int(np.lexsort((-score, ratio))[0])]  # least overshoot, then most probable
         moves.append(space.to_string(arch))
+        if usable(arch):
+            return arch, moves
     if space.size() is not None and space.size() <= 200_000:
-        everything = [a for a in space.all_archs() if space.to_string(a) not in exclude]
-        ratio, score = worst_ratio(costs, everything), arch_log_prob(space, alpha, everything)
-        ok = np.flatnonzero(ratio <= 1.0)
-        if len(ok):
-            best = everything[int(ok[np.argmax(score[ok])])]
-            moves.append(space.to_string(best))
-            return best, moves
+        best = most_probable_feasible(space, alpha, costs,
+                                      [a for a in space.all_archs() if space.to_string(a) not in exclude])
+        if best is not None:
+            return found(best)
     budgets = ", ".join(f"{c.target} <= {c.budget:g}" for c in costs)
     raise HwnasError(f"no architecture of {space.spec} is predicted within the budget ({budgets}); raise the budget")
