@@ -31,7 +31,9 @@ import torch
 from torch import nn
 
 from hwnas.errors import HwnasError
-from hwnas.export.onnx import DEFAULT_OPSET, EXPORTERS, INPUT_NAME, OUTPUT_NAME, export_onnx, load_onnx
+from hwnas.measurement import TARGETS, random_inputs
+from hwnas.versions import CORE_LIBRARIES, library_versions
+from hwnas.conversion import DEFAULT_OPSET, EXPORTERS, INPUT_NAME, OUTPUT_NAME, export_onnx, load_onnx
 from hwnas.export.quantize import int8_mode, quantize_onnx
 from hwnas.export.tensorrt import (ENGINE_FILE, MAX_BATCH, TENSORRT_PRECISIONS, build_engine, tensorrt_unavailable,
                                    tensorrt_version)
@@ -44,7 +46,7 @@ WEIGHTS_FILE = "weights.pt"
 PARITY_FILE = "parity.npz"
 #: may be left out of a deployed copy: validation then compares with the outputs recorded in parity.npz
 OPTIONAL_FILES = (WEIGHTS_FILE,)
-BUDGET_KEYS = ("latency_ms", "energy_mj")
+BUDGET_KEYS = tuple(TARGETS)
 DEFAULT_BACKEND = "onnxruntime-cpu"
 #: real samples kept in parity.npz (and used to check int8 accuracy) at most
 MAX_REAL_SAMPLES = 256
@@ -112,7 +114,7 @@ def export_bundle(
 
     # Check every input before writing anything.
     space = space if isinstance(space, SearchSpace) else _get_space(space)
-    arch = _resolve_arch(space, arch)
+    arch = space.parse(arch)
     shape = _resolve_shape(space, input_shape)
     if exporter not in EXPORTERS:
         raise HwnasError(f"unknown ONNX exporter {exporter!r}; accepted: {', '.join(EXPORTERS)}")
@@ -132,7 +134,7 @@ def export_bundle(
     out_dir = check_output_dir(out_dir)
     net = _network_with_weights(space, arch, shape, model, seed)
     if calibrate_bn if calibrate_bn is not None else model is None:
-        calibrate_batchnorm(net, real if real is not None else _random_inputs(64, shape, seed + 1))
+        calibrate_batchnorm(net, real if real is not None else random_inputs(64, shape, seed + 1))
         bn_calibrated = True
     else:
         bn_calibrated = False
@@ -146,7 +148,7 @@ def export_bundle(
     try:
         torch.save(net.state_dict(), partial / WEIGHTS_FILE)
         export_onnx(net, shape, partial / ONNX_FILE, exporter=exporter, opset=opset)
-        _write_parity_file(partial / PARITY_FILE, net, _random_inputs(samples, shape, seed),
+        _write_parity_file(partial / PARITY_FILE, net, random_inputs(samples, shape, seed),
                            _smooth_inputs(samples, shape, seed),
                            None if real is None else real[:MAX_REAL_SAMPLES],
                            None if real_labels is None else real_labels[:MAX_REAL_SAMPLES])
@@ -296,7 +298,7 @@ def _check(folder: Path, manifest: dict[str, Any], backend, batch, rtol, atol, b
         raise HwnasError(f"bundle {folder} has neither usable {WEIGHTS_FILE} nor {PARITY_FILE}: nothing to check the "
                          "ONNX model against; re-export it")
     if not batches:  # weights but no recorded inputs: seeded random ones
-        batches = {"random": (_random_inputs(8, shape, 0), None, None)}
+        batches = {"random": (random_inputs(8, shape, 0), None, None)}
 
     report: dict[str, Any] = {"hashes": hashes, "onnx_check": "ok"}
     outputs: dict[str, np.ndarray] = {}
@@ -566,20 +568,6 @@ def _get_space(spec: str):
     return get_space(spec)
 
 
-def _resolve_arch(space, arch):
-    from hwnas.spaces.base import Arch
-
-    if isinstance(arch, Arch):
-        if arch.space != space.name:
-            raise HwnasError(f"architecture of space {arch.space!r} given for space {space.name!r}")
-        return arch
-    if isinstance(arch, (int, np.integer)):
-        return space.arch_at(int(arch))
-    if isinstance(arch, str):
-        return space.parse(arch)  # the canonical string, or an index typed as text
-    raise HwnasError(f"architecture {arch!r} is not accepted; give an Arch, its canonical string or its index")
-
-
 def _resolve_shape(space, input_shape) -> tuple[int, ...]:
     from hwnas.measurement import shape_from_str
 
@@ -612,10 +600,6 @@ def _check_labels(labels, real) -> np.ndarray | None:
     if y.shape != (len(real),) or not np.issubdtype(y.dtype, np.integer):
         raise HwnasError(f"labels have shape {y.shape} and dtype {y.dtype}; accepted: ({len(real)},) integer classes")
     return y.astype(np.int64)
-
-
-def _random_inputs(n: int, shape, seed: int) -> np.ndarray:
-    return np.random.default_rng(seed).standard_normal((int(n), *shape)).astype(np.float32)
 
 
 def _smooth_inputs(n: int, shape, seed: int) -> np.ndarray | None:
@@ -815,16 +799,7 @@ def _macs_or_none(space, arch, shape) -> float | None:
 
 
 def _versions() -> dict[str, str | None]:
-    import platform
-
-    import onnx
-    import onnxruntime
-
-    from hwnas import __version__
-
-    return {"hwnas": __version__, "python": platform.python_version(), "torch": torch.__version__,
-            "onnx": onnx.__version__, "onnxruntime": onnxruntime.__version__, "numpy": np.__version__,
-            "tensorrt": tensorrt_version()}
+    return {**library_versions(*CORE_LIBRARIES), "tensorrt": tensorrt_version()}
 
 
 def _now() -> str:

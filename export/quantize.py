@@ -7,7 +7,7 @@ from typing import Sequence
 import numpy as np
 
 from hwnas.errors import HwnasError
-from hwnas.export.onnx import INPUT_NAME, load_onnx, quiet_loggers
+from hwnas.conversion import INPUT_NAME, load_onnx, quiet_loggers
 
 INT8_MODES = ("static", "dynamic")
 

@@ -5,14 +5,48 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Sequence
 
+import numpy as np
+
+from hwnas.errors import HwnasError
+
+#: What can be measured, predicted and budgeted, with its unit: the one list every stage checks against.
+TARGETS: dict[str, str] = {"latency_ms": "ms", "energy_mj": "mJ"}
+#: Words a user may type for a target (`--target latency`), and the target each means.
+TARGET_ALIASES: dict[str, str] = {"latency": "latency_ms", "latency_ms": "latency_ms",
+                                  "energy": "energy_mj", "energy_mj": "energy_mj"}
+
+
+def check_target(name: str) -> str:
+    """The target a user's word names (`latency` -> `latency_ms`), or a HwnasError listing the accepted ones."""
+    try:
+        return TARGET_ALIASES[str(name)]
+    except KeyError:
+        raise HwnasError(f"unknown target {str(name)[:200]!r}; accepted: {', '.join(TARGET_ALIASES)}") from None
+
+
+def budgets_from(latency_ms: float | None = None, energy_mj: float | None = None) -> dict[str, float]:
+    """{target: budget} for the budgets given (None: not given); each must be a finite positive number."""
+    out = {}
+    for target, value in (("latency_ms", latency_ms), ("energy_mj", energy_mj)):
+        if value is None:
+            continue
+        value = float(value)
+        if not np.isfinite(value) or value <= 0:
+            raise HwnasError(f"the {target} budget {value!r} is not accepted; give a finite positive number")
+        out[target] = value
+    return out
+
+
+def random_inputs(n: int, input_shape: Sequence[int], seed: int = 0) -> np.ndarray:
+    """Seeded standard-normal float32 inputs of shape (n, *input_shape): what timing and parity checks feed."""
+    return np.random.default_rng(seed).standard_normal((int(n), *input_shape)).astype(np.float32)
+
 
 def shape_to_str(shape: Sequence[int]) -> str:
     return "x".join(str(int(s)) for s in shape)
 
 
 def shape_from_str(text: str) -> tuple[int, ...]:
-    from hwnas.errors import HwnasError
-
     try:
         shape = tuple(int(p) for p in str(text).lower().replace(",", "x").split("x") if p.strip())
     except ValueError:

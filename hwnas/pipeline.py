@@ -32,7 +32,8 @@ def run_pipeline(
     seed: int = 0,
     progress: bool = True,
 ) -> dict[str, Any]:
-    from hwnas.commands.common import console, open_store
+    from hwnas.commands.common import console
+    from hwnas.store import open_store
     from hwnas.data import load_dataset
     from hwnas.export import export_bundle
     from hwnas.predictors import fit_from_store

@@ -163,6 +163,16 @@ class Store:
         with Session(self.engine) as s:
             return [_to_measurement(r) for r in s.scalars(self._select(device, backend, space, shape, batch, arch))]
 
+    def groups(self) -> list[tuple[str, str, str, str, int, int]]:
+        """One row per measured (device, backend, space, input shape, batch) with its count: what the store holds,
+        cheaply, for choosing what to fit on and for saying what is there when a request matches nothing."""
+        with Session(self.engine) as s:
+            rows = s.execute(select(MeasurementRow.device, MeasurementRow.backend, MeasurementRow.space,
+                                    MeasurementRow.input_shape, MeasurementRow.batch, func.count())
+                             .group_by(MeasurementRow.device, MeasurementRow.backend, MeasurementRow.space,
+                                       MeasurementRow.input_shape, MeasurementRow.batch)).all()
+        return [tuple(r) for r in rows]
+
     def archs(self, **filters: Any) -> set[str]:
         return {m.arch for m in self.measurements(**filters)}
 
@@ -243,6 +253,17 @@ class Store:
                     added[c] += 1
                 s.commit()  # one transaction per device column: all of it or none
         return added
+
+
+def open_store(store_url: str | None, run_dir: str | Path, must_exist: bool = False) -> Store:
+    """The run's store: `store_url` (a path or database URL) if given, else RUN_DIR/measurements.db.
+    `must_exist` (callers that only read it): a missing SQLite file is an error rather than a new empty database
+    left behind."""
+    location = store_url or Path(run_dir) / "measurements.db"
+    if must_exist and "://" not in str(location) and not Path(location).expanduser().is_file():
+        raise HwnasError(f"no measurement store at {location}; run `hwnas profile` (or `hwnas measurements import`) "
+                         "first, or point --store/--run-dir at an existing one")
+    return Store(location)
 
 
 def read_csv_rows(path: str | Path) -> list[dict[str, str]]:

@@ -6,7 +6,6 @@ from hwnas.predictors.api import (
     fit_from_csv,
     fit_from_store,
     fit_predictor,
-    parse_arch,
     pick_measurements,
     predict_archs,
     predict_csv,
@@ -34,6 +33,6 @@ from hwnas.predictors.transfer import TransferPredictor, pretrain_transfer
 __all__ = [
     "ENCODINGS", "EnsemblePredictor", "FORMAT_VERSION", "LinearCostPredictor", "LookupTablePredictor", "PREDICTORS",
     "Predictor", "TransferPredictor", "build_predictor", "encode_archs", "fit_from_csv", "fit_from_store", "fit_predictor",
-    "get_predictor", "load_predictor", "lookup_from_profiling", "parse_arch", "pick_measurements", "predict_archs", "predict_csv", "pretrain_transfer",
+    "get_predictor", "load_predictor", "lookup_from_profiling", "pick_measurements", "predict_archs", "predict_csv", "pretrain_transfer",
     "register_encoding", "register_predictor", "regression_metrics", "save_predictor", "select_active",
 ]

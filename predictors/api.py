@@ -12,32 +12,15 @@ from hwnas.predictors.encodings import encode_archs
 from hwnas.predictors.metrics import regression_metrics
 
 from hwnas.errors import HwnasError
+from hwnas.measurement import TARGETS
 from hwnas.spaces import get_space
 from hwnas.spaces.base import Arch, SearchSpace
 
-TARGETS = ("latency_ms", "energy_mj")
 MIN_MEASUREMENTS = 5
 
 
 def _space(space: SearchSpace | str) -> SearchSpace:
     return get_space(space) if isinstance(space, str) else space
-
-
-def parse_arch(space: SearchSpace, arch: Arch | str | int) -> Arch:
-    """An Arch from an Arch, a canonical string or an index in the space (NAS-Bench-201 order for nb201), as
-    `hwnas export --arch` accepts; a bad string or an index out of range is a HwnasError saying what is accepted."""
-    if isinstance(arch, Arch):
-        return arch
-    text = str(arch).strip()
-    if isinstance(arch, (int, np.integer)) or text.lstrip("+-").isdigit():
-        index, size = int(text), space.size()
-        if size is None:
-            raise HwnasError(f"space {space.spec} has no architecture index; give the architecture string")
-        if not 0 <= index < size:
-            raise HwnasError(f"architecture index {index} is out of range for {space.spec}; accepted: an index "
-                             f"0..{size - 1} or an architecture string")
-        return space.arch_at(index)
-    return space.from_string(text)
 
 
 def fit_predictor(X: np.ndarray, y: np.ndarray, predictor: str = "mlp", encoding: str | None = None,
@@ -92,11 +75,7 @@ def pick_measurements(store, space: SearchSpace | str, device: str | None = None
     """The (device id, backend) whose measurements of (space, input shape, batch) to fit on: as given, or the only
     one the store holds. When nothing matches, the HwnasError says which part of the request has no data and what
     the store holds instead (spaces, shapes, devices or backends); when several match, it lists those that do."""
-    from sqlalchemy import func, select
-    from sqlalchemy.orm import Session
-
     from hwnas.measurement import shape_from_str, shape_to_str
-    from hwnas.store import MeasurementRow as M
 
     sp = _space(space)
     if isinstance(input_shape, str):
@@ -104,9 +83,7 @@ def pick_measurements(store, space: SearchSpace | str, device: str | None = None
     shape = shape_to_str(sp.check_input_shape(input_shape or sp.default_input_shape))
     names = {d["id"]: d["name"] for d in store.devices()}
     device_id = store.resolve_device(device) if device is not None else None
-    with Session(store.engine) as s:  # one row per (device, backend, space, shape, batch): cheap on a large store
-        groups = s.execute(select(M.device, M.backend, M.space, M.input_shape, M.batch, func.count())
-                           .group_by(M.device, M.backend, M.space, M.input_shape, M.batch)).all()
+    groups = store.groups()  # one row per (device, backend, space, shape, batch): cheap on a large store
 
     def kinds(rows) -> str:
         by_space: dict[str, set[str]] = {}
@@ -199,7 +176,7 @@ def fit_from_store(store, space: SearchSpace | str, device: str | None = None, b
     fitted, metrics = fit_predictor(X, y, predictor, probe.encoding, holdout, seed, settings, sources)
     info = next((d for d in store.devices() if d["id"] == device_id), {})
     fitted.metadata.update({
-        "space": sp.spec, "target": target, "unit": target.rsplit("_", 1)[-1], "device": device_id,
+        "space": sp.spec, "target": target, "unit": TARGETS[target], "device": device_id,
         "device_name": info.get("name", device), "device_fingerprint": info.get("fingerprint", {}),
         "backend": backend_name, "input_shape": list(shape), "batch": int(batch), "encoding": fitted.encoding,
         "training_size": int(len(y)), "holdout": holdout, "seed": seed, "heldout_metrics": metrics,
@@ -223,7 +200,7 @@ def read_table(path: str | Path, space: SearchSpace, arch_column: str, target: s
     archs, values = [], []
     for line, row in enumerate(rows, start=2):
         try:
-            archs.append(parse_arch(space, row[arch_column]))
+            archs.append(space.parse(row[arch_column]))
         except HwnasError as e:
             raise HwnasError(f"{path}, line {line}: {e}") from None
         if target is not None:
@@ -283,7 +260,7 @@ def predict_archs(predictor: Predictor, space: SearchSpace | str, archs: Sequenc
     recorded = predictor.metadata.get("space")
     if recorded and recorded.split(":")[0] != sp.name:
         raise HwnasError(f"this predictor was fitted on space {recorded}, not {sp.spec}")
-    parsed = [parse_arch(sp, a) for a in archs]
+    parsed = [sp.parse(a) for a in archs]
     shape = predictor.metadata.get("input_shape") or None
     return np.asarray(predictor.predict(encode_archs(sp, parsed, predictor.encoding, shape)), np.float64)
 

@@ -18,23 +18,11 @@ from torch import nn
 
 from hwnas.errors import HwnasError
 from hwnas.registry import Registry
+from hwnas.versions import CORE_LIBRARIES, library_versions
 
 PREDICTORS: Registry = Registry("predictor")
 register_predictor = PREDICTORS.register
 FORMAT_VERSION = 1
-
-
-def library_versions() -> dict[str, str]:
-    """Versions recorded in every predictor file (informative: loading never depends on them)."""
-    import platform
-
-    import sklearn
-    import torch
-
-    from hwnas import __version__ as hwnas_version
-
-    return {"hwnas": hwnas_version, "python": platform.python_version(), "numpy": np.__version__,
-            "torch": torch.__version__, "scikit-learn": sklearn.__version__}
 
 
 class Predictor(ABC):
@@ -94,7 +82,7 @@ class Predictor(ABC):
     def save(self, path: str | Path, metadata: dict[str, Any] | None = None) -> Path:
         if metadata:
             self.metadata.update(metadata)
-        meta = {"format_version": FORMAT_VERSION, **self.describe(), "versions": library_versions(),
+        meta = {"format_version": FORMAT_VERSION, **self.describe(), "versions": library_versions(*CORE_LIBRARIES),
                 "metadata": self.metadata}
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)

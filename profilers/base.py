@@ -8,9 +8,10 @@ import numpy as np
 from torch import nn
 
 from hwnas.errors import HwnasError
-from hwnas.measurement import Measurement
+from hwnas.measurement import Measurement, random_inputs
 from hwnas.profilers.energy import analytical_energy_mj, best_meter
-from hwnas.profilers.fingerprint import device_id, host_fingerprint, library_versions
+from hwnas.profilers.fingerprint import device_id, host_fingerprint
+from hwnas.versions import library_versions
 from hwnas.profilers.timing import TimingProtocol, summarise, time_runs
 from hwnas.registry import Registry
 
@@ -35,6 +36,9 @@ class Backend(ABC):
     energy_meters: tuple[str, ...] = ("rapl",)
     #: Python distributions whose versions go into every measurement
     libraries: tuple[str, ...] = ()
+    #: True when `measure_onnx` times an exported ONNX file as deployed; False for backends that run PyTorch
+    #: modules only (validating a bundle on those would time the wrong thing, so it is refused instead).
+    runs_onnx: bool = False
 
     def __init__(self, threads: int = 1, **options: Any):
         if int(threads) < 1:
@@ -99,6 +103,14 @@ class Backend(ABC):
             extra={"protocol": protocol.__dict__, **(extra or {})}, **summarise(times),
         )
 
+    def measure_onnx(self, onnx_path, input_shape: Sequence[int], batch: int = 1,
+                     protocol: TimingProtocol | None = None, model: nn.Module | None = None) -> Measurement:
+        """Time an exported ONNX file as deployed. `model` (the PyTorch original) only feeds the analytical energy
+        estimate when no meter is readable. Backends with `runs_onnx = False` refuse with the ones that can."""
+        able = [n for n in BACKENDS.names() if BACKENDS.get(n).runs_onnx]
+        raise HwnasError(f"backend {self.name!r} runs PyTorch modules, not exported ONNX files; to time an exported "
+                         f"file use one of: {', '.join(able)}")
+
     def require(self) -> None:
         why = self.why_unavailable()
         if why:
@@ -129,4 +141,5 @@ def available_backends() -> list[dict[str, Any]]:
 
 
 def random_input(input_shape: Sequence[int], batch: int, seed: int = 0) -> np.ndarray:
-    return np.random.default_rng(seed).standard_normal((batch, *input_shape)).astype(np.float32)
+    """The fixed input a backend times: `batch` seeded samples (hwnas.measurement.random_inputs)."""
+    return random_inputs(batch, input_shape, seed)

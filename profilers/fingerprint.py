@@ -36,18 +36,6 @@ def host_fingerprint() -> dict[str, Any]:
     }
 
 
-def library_versions(*names: str) -> dict[str, str]:
-    from importlib.metadata import PackageNotFoundError, version
-
-    out = {"python": platform.python_version()}
-    for name in names:
-        try:
-            out[name] = version(name)
-        except PackageNotFoundError:
-            pass
-    return out
-
-
 def device_id(kind: str, hardware: dict[str, Any]) -> str:
     """`cpu-1a2b3c4d5e6f`: a hash of what determines speed (hardware, thread count), not of library versions,
     which are kept per measurement instead."""

@@ -7,6 +7,7 @@ from typing import Sequence
 
 from torch import nn
 
+from hwnas.conversion import export_onnx, load_onnx
 from hwnas.measurement import Measurement
 from hwnas.profilers.base import Backend, random_input, register_backend
 from hwnas.profilers.timing import TimingProtocol
@@ -16,6 +17,7 @@ from hwnas.profilers.timing import TimingProtocol
 class OnnxRuntimeCPU(Backend):
     provider = "CPUExecutionProvider"
     libraries = ("onnxruntime", "onnx", "torch")
+    runs_onnx = True
 
     def why_unavailable(self) -> str | None:
         try:
@@ -29,7 +31,6 @@ class OnnxRuntimeCPU(Backend):
     def session(self, onnx_path: str | Path):
         import onnxruntime as ort
 
-        from hwnas.export.onnx import load_onnx
 
         load_onnx(onnx_path)  # a corrupt file is one clear line, not an ONNX Runtime traceback
         opts = ort.SessionOptions()
@@ -48,7 +49,6 @@ class OnnxRuntimeCPU(Backend):
         return (lambda: sess.run(None, feed)), None
 
     def prepare(self, model: nn.Module, input_shape: Sequence[int], batch: int):
-        from hwnas.export.onnx import export_onnx
 
         with tempfile.TemporaryDirectory(prefix="hwnas-") as tmp:
             path = export_onnx(model, input_shape, Path(tmp) / "model.onnx", exporter=self.options.get("exporter", "auto"))

@@ -12,6 +12,7 @@ import numpy as np
 from torch import nn
 
 from hwnas.export.tensorrt import DEFAULT_WORKSPACE_MB, TensorRTRunner, build_engine, tensorrt_unavailable
+from hwnas.conversion import export_onnx
 from hwnas.measurement import Measurement
 from hwnas.profilers.base import Backend, random_input, register_backend
 from hwnas.profilers.energy import best_meter
@@ -27,6 +28,7 @@ class TensorRTBackend(Backend):
     kind = "gpu"
     energy_meters = ("nvml",)
     libraries = ("tensorrt", "torch", "onnx")
+    runs_onnx = True
 
     def __init__(self, threads: int = 1, fp16: bool = True, workspace_mb: int = DEFAULT_WORKSPACE_MB, **options: Any):
         super().__init__(threads=threads, **options)
@@ -57,7 +59,6 @@ class TensorRTBackend(Backend):
                             max_batch=max(int(batch), 64), workspace_mb=self.workspace_mb)
 
     def _engine_from_model(self, model: nn.Module, input_shape: Sequence[int], batch: int) -> bytes:
-        from hwnas.export.onnx import export_onnx
 
         with tempfile.TemporaryDirectory(prefix="hwnas-trt-") as tmp:
             path = export_onnx(model, input_shape, Path(tmp) / "model.onnx", exporter=self.options.get("exporter", "auto"))

@@ -8,6 +8,10 @@ from typing import Callable
 import numpy as np
 
 
+#: protocol names, from the fastest to the most precise
+PROTOCOL_NAMES = ("quick", "default", "thorough")
+
+
 @dataclass(frozen=True)
 class TimingProtocol:
     warmup_runs: int = 10
@@ -34,6 +38,15 @@ class TimingProtocol:
     def quick(cls) -> "TimingProtocol":
         """For profiling many architectures and for tests: fewer runs, looser target."""
         return cls(warmup_runs=5, min_runs=10, max_runs=60, target_rel_ci=0.05, max_seconds=0.5)
+
+    @classmethod
+    def named(cls, name: str) -> "TimingProtocol":
+        """A protocol by the name the CLI accepts (`PROTOCOL_NAMES`)."""
+        from hwnas.errors import HwnasError
+
+        if name not in PROTOCOL_NAMES:
+            raise HwnasError(f"unknown timing protocol {name!r}; accepted: {', '.join(PROTOCOL_NAMES)}")
+        return {"quick": cls.quick, "default": cls, "thorough": cls.thorough}[name]()
 
     @classmethod
     def thorough(cls) -> "TimingProtocol":

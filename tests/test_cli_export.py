@@ -102,8 +102,8 @@ def test_export_over_budget_exits_1_and_keeps_the_bundle(tmp_path):
     (["export", "--from-search", "missing.json"], "no search result at missing.json"),
     (BASE + ["--arch", ARCH, "--weights", "missing.pt"], "no weights file at missing.pt"),
     (BASE + ["--arch", ARCH, "--tensorrt", "--tensorrt-precision", "int8"], "(CLI: --int8 static)"),
-    (BASE + ["--arch", "-1"], "nb201 index -1 is out of range; accepted: 0..15624"),
-    (BASE + ["--arch", "15625"], "nb201 index 15625 is out of range; accepted: 0..15624"),
+    (BASE + ["--arch", "-1"], "index -1 is out of range for nb201:C=4,N=1,classes=10; accepted: an index 0..15624"),
+    (BASE + ["--arch", "15625"], "index 15625 is out of range for nb201:C=4,N=1,classes=10; accepted: an index 0..15624"),
     (BASE + ["--arch", ARCH, "--dataset", "digits"], "--dataset digits has samples of shape 1x8x8"),
     (["validate", "nosuch"], "no bundle at nosuch"),
 ])

@@ -55,7 +55,7 @@ def test_profile_killed_partway_then_rerun_ends_with_exactly_n(tmp_path):
      "unknown operation 'bogus'"),
     (["measurements", "export", "--csv", "out.csv", "--device", "nosuch"], "no device 'nosuch'"),
     (["measurements", "import", "--csv", "missing.csv"], "no such CSV file"),
-    (["profile", "--space", SPACE, "--arch", "15625"], "index 15625 is out of range; accepted: 0..15624"),
+    (["profile", "--space", SPACE, "--arch", "15625"], "index 15625 is out of range for nb201:C=4,N=1,classes=10; accepted: an index 0..15624"),
     (["measurements", "export", "--csv", "m.db/x.csv"], "cannot use m.db/x.csv: Not a directory"),
 ])
 def test_bad_input_is_one_line_exit_2_and_store_unchanged(tmp_path, args, words):

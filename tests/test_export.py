@@ -205,7 +205,7 @@ def test_output_folder_under_a_file_is_refused_before_any_work(tmp_path):
 
 def test_arch_index_out_of_range_says_the_range(tmp_path):
     for arch in (-1, "-1", "15625"):
-        with pytest.raises(HwnasError, match=r"index -1 is out of range; accepted: 0\.\.15624|index 15625 is out of range"):
+        with pytest.raises(HwnasError, match=r"index (-1|15625) is out of range for nb201"):
             export_bundle(SPACE, arch, tmp_path / "b", input_shape=SHAPE)
     assert list(tmp_path.iterdir()) == []
 

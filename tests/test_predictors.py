@@ -17,7 +17,6 @@ from hwnas.predictors import (
     get_predictor,
     load_predictor,
     lookup_from_profiling,
-    parse_arch,
     pretrain_transfer,
     regression_metrics,
     select_active,
@@ -152,13 +151,13 @@ def test_files_with_cut_or_edited_arrays_fail_at_load_time(name, key, table, tmp
 def test_architectures_by_string_or_index():
     tiny = get_space("nb201:C=4,N=1")
     arch = tiny.arch_at(6111)
-    assert parse_arch(tiny, 6111) == parse_arch(tiny, " 6111") == parse_arch(tiny, tiny.to_string(arch)) == arch
+    assert tiny.parse(6111) == tiny.parse(" 6111") == tiny.parse(tiny.to_string(arch)) == arch
     for bad in (-1, "15625"):
         with pytest.raises(HwnasError, match=f"index {int(bad)} is out of range for nb201:C=4,N=1,classes=10; "
                                              "accepted: an index 0..15624 or an architecture string"):
-            parse_arch(tiny, bad)
+            tiny.parse(bad)
     with pytest.raises(HwnasError, match="malformed nb201 architecture"):
-        parse_arch(tiny, "|conv~0|")
+        tiny.parse("|conv~0|")
 
 
 def test_pairwise_ranking_loss_changes_training(table):

@@ -1,6 +1,7 @@
 """Conventions every command shares: run folder, store, --json output, progress and tables on stderr."""
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from pathlib import Path
@@ -12,7 +13,8 @@ from rich.markup import escape
 from rich.table import Table
 
 from hwnas.errors import HwnasError
-from hwnas.store import Store
+from hwnas.reporting import Reporter
+from hwnas.store import open_store
 
 # Progress, warnings and errors go to stderr; results (tables, "wrote ..." lines) to stdout, so that
 # `hwnas measurements list > file` keeps them. With --json, stdout holds the JSON only.
@@ -41,14 +43,40 @@ def json_option(f):
     return click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout.")(f)
 
 
-def open_store(store_url: str | None, run_dir: str | Path, must_exist: bool = False) -> Store:
-    """The run's store. `must_exist` (commands that only read it): a missing SQLite file is an error rather than
-    a new empty database left behind."""
-    location = store_url or Path(run_dir) / "measurements.db"
-    if must_exist and "://" not in str(location) and not Path(location).expanduser().is_file():
-        raise HwnasError(f"no measurement store at {location}; run `hwnas profile` (or `hwnas measurements import`) "
-                         "first, or point --store/--run-dir at an existing one")
-    return Store(location)
+class RichReporter(Reporter):
+    """The CLI's reporter: stages as rules, messages as lines and progress as bars, all on stderr."""
+
+    def stage(self, title: str) -> None:
+        console.rule(f"[bold]{escape(title)}")
+
+    def message(self, text: str) -> None:
+        console.print(text, markup=False, soft_wrap=True)
+
+    def warning(self, text: str) -> None:
+        console.print(f"[yellow]warning:[/] {escape(text)}", soft_wrap=True)
+
+    @contextlib.contextmanager
+    def progress(self, title: str, total: int, completed: int = 0):
+        from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
+                                   TimeRemainingColumn)
+
+        with Progress(TextColumn(f"[bold]{escape(title)}[/]"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                      TimeRemainingColumn(), TextColumn("{task.description}"), console=console) as bar:
+            task = bar.add_task("", total=total, completed=completed)
+            yield _RichTask(bar, task)
+
+
+class _RichTask:
+    def __init__(self, bar, task):
+        self.bar, self.task = bar, task
+
+    def advance(self, steps: int = 1, description: str = "") -> None:
+        self.bar.update(self.task, advance=steps, description=escape(description))
+
+
+def reporter(quiet: bool = False) -> Reporter:
+    """What a command hands the library: silent with --json (stdout holds the JSON only), else rich on stderr."""
+    return Reporter() if quiet else RichReporter()
 
 
 def emit_json(obj: Any) -> None:
@@ -76,5 +104,5 @@ def parse_shape(text: str):
     return shape_from_str(text)
 
 
-__all__ = ["HwnasError", "console", "results", "emit_json", "fmt", "json_option", "open_store", "parse_shape",
+__all__ = ["HwnasError", "RichReporter", "console", "reporter", "results", "emit_json", "fmt", "json_option", "open_store", "parse_shape",
            "run_dir_option", "store_option", "table"]

@@ -10,10 +10,10 @@ import click
 from hwnas.commands.common import (emit_json, fmt, json_option, open_store, parse_shape, results, run_dir_option,
                                    store_option, table)
 from hwnas.errors import HwnasError
+from hwnas.measurement import budgets_from
 from hwnas.export import INT8_MODES, TENSORRT_PRECISIONS, export_bundle, validate_bundle
-from hwnas.profilers import BACKENDS, TimingProtocol
+from hwnas.profilers import BACKENDS, PROTOCOL_NAMES, TimingProtocol
 
-PROTOCOLS = {"quick": TimingProtocol.quick, "default": TimingProtocol, "thorough": TimingProtocol.thorough}
 
 
 def budget_options(f):
@@ -30,7 +30,7 @@ def check_options(f):
     f = click.option("--rtol", type=click.FloatRange(min=0), default=None,
                      help="Relative tolerance (element passes when |diff| <= atol + rtol*|reference|) "
                           "[export: 1e-3; validate: the bundle's].")(f)
-    f = click.option("--protocol", default="default", show_default=True, type=click.Choice(list(PROTOCOLS)),
+    f = click.option("--protocol", default="default", show_default=True, type=click.Choice(PROTOCOL_NAMES),
                      help="Timing protocol of the measurement.")(f)
     f = click.option("--threads", default=None, type=click.IntRange(min=1),
                      help="Intra-op threads of the backend [export: 1; validate: the bundle's].")(f)
@@ -105,14 +105,14 @@ def export(space, arch, from_search, weights, input_shape, dataset, int8, tensor
 
         model = load_weights_into(s, arch, shape, weights)
     budgets = dict(result.get("budgets") or {})
-    budgets.update({k: v for k, v in (("latency_ms", budget_ms), ("energy_mj", budget_mj)) if v is not None})
+    budgets.update(budgets_from(budget_ms, budget_mj))
     manifest = export_bundle(
         s, arch, out_dir, model=model, input_shape=shape,
         int8=int8 or False, inputs=None if data is None else data[0], labels=None if data is None else data[1],
         tensorrt=tensorrt, tensorrt_precision=tensorrt_precision, predicted=result.get("predicted"),
         accuracy=result.get("test_accuracy"), budgets=budgets, backend=backend_name, threads=threads or 1,
         batch=batch, rtol=1e-3 if rtol is None else rtol, atol=1e-4 if atol is None else atol,
-        protocol=PROTOCOLS[protocol](), seed=seed, store=open_store(store_url, run_dir) if store_url else None)
+        protocol=TimingProtocol.named(protocol), seed=seed, store=open_store(store_url, run_dir) if store_url else None)
     bundle = str(out_dir.resolve())
     if as_json:
         emit_json({"bundle": bundle, **manifest})
@@ -138,9 +138,9 @@ def validate(bundle_dir, backend_name, threads, protocol, rtol, atol, budget_ms,
 
     Exit status: 0 when everything passes, 1 when a hash, parity or budget check fails, 2 when the bundle
     cannot be checked at all (missing or corrupt manifest or ONNX file, backend not available here)."""
-    budgets = {k: v for k, v in (("latency_ms", budget_ms), ("energy_mj", budget_mj)) if v is not None} or None
+    budgets = budgets_from(budget_ms, budget_mj) or None
     report = validate_bundle(bundle_dir, backend=backend_name, threads=threads, batch=batch, rtol=rtol, atol=atol,
-                             budgets=budgets, protocol=PROTOCOLS[protocol](), measure=not no_measure)
+                             budgets=budgets, protocol=TimingProtocol.named(protocol), measure=not no_measure)
     if as_json:
         emit_json(report)
     else:

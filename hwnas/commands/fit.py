@@ -16,9 +16,8 @@ from hwnas.commands.common import (
     table,
 )
 from hwnas.errors import HwnasError
+from hwnas.measurement import TARGET_ALIASES, check_target
 
-#: --target words accepted for store measurements, and the Measurement field each means
-STORE_TARGETS = {"latency": "latency_ms", "latency_ms": "latency_ms", "energy": "energy_mj", "energy_mj": "energy_mj"}
 
 
 def _metrics_rows(metrics: dict) -> list[list]:
@@ -84,10 +83,10 @@ def fit(space, device, backend, input_shape, batch, target, predictor_name, enco
         predictor, metrics = fit_from_csv(csv_path, arch_column, target, s, predictor_name, encoding, holdout, seed,
                                           input_shape=shape)
     else:
-        if target not in STORE_TARGETS:
-            raise HwnasError(f"unknown target {target!r} for store measurements; accepted: latency, energy "
+        if target not in TARGET_ALIASES:
+            raise HwnasError(f"unknown target {target[:200]!r} for store measurements; accepted: latency, energy "
                              "(a CSV column name needs --from-csv)")
-        target = STORE_TARGETS[target]
+        target = check_target(target)
         if store_url is None and not (Path(run_dir) / "measurements.db").is_file():
             raise HwnasError(f"no measurements in {run_dir} (no measurements.db): run `hwnas profile` or "
                              "`hwnas measurements import` first, or name a store with --store, or fit --from-csv")
@@ -125,7 +124,7 @@ def fit(space, device, backend, input_shape, batch, target, predictor_name, enco
 def predict(predictor_path, csv_path, arch_column, out, archs, as_json):
     """Predict latency or energy with a saved predictor, for architectures or for every row of a CSV file."""
     from hwnas.predictors import load_predictor
-    from hwnas.predictors.api import parse_arch, predict_archs, predict_csv
+    from hwnas.predictors.api import predict_archs, predict_csv
     from hwnas.spaces import get_space
 
     if bool(csv_path) == bool(archs):
@@ -142,7 +141,7 @@ def predict(predictor_path, csv_path, arch_column, out, archs, as_json):
         return
     predictor = load_predictor(predictor_path)
     space = get_space(predictor.metadata.get("space") or "nb201")
-    parsed = [parse_arch(space, a) for a in archs]
+    parsed = [space.parse(a) for a in archs]
     values = predict_archs(predictor, space, parsed)
     target = predictor.metadata.get("target") or "value"
     names = [space.to_string(a) for a in parsed]  # an index given is shown as its architecture string

@@ -7,11 +7,10 @@ import click
 
 from hwnas.commands.common import (emit_json, json_option, open_store, parse_shape, results, run_dir_option,
                                    store_option, table)
-from hwnas.profilers import BACKENDS, ENERGY_METERS, TimingProtocol, available_backends, get_backend, profile_space
+from hwnas.profilers import BACKENDS, ENERGY_METERS, PROTOCOL_NAMES, TimingProtocol, available_backends, get_backend, profile_space
 from hwnas.profilers.profile import STRATEGIES
 from hwnas.spaces import get_space
 
-PROTOCOLS = {"quick": TimingProtocol.quick, "default": TimingProtocol, "thorough": TimingProtocol.thorough}
 
 
 @click.command()
@@ -63,7 +62,7 @@ def backend_options(f):
 @click.option("--seed", default=0, show_default=True, help="Sampling seed; the same seed resumes the same list.")
 @click.option("--arch", "archs", multiple=True, metavar="ARCH",
               help="Measure these architectures (canonical strings or indices, repeatable) instead of sampling.")
-@click.option("--protocol", default="quick", show_default=True, type=click.Choice(list(PROTOCOLS)),
+@click.option("--protocol", default="quick", show_default=True, type=click.Choice(PROTOCOL_NAMES),
               help="Timing protocol: quick (profiling many), default, thorough (validating one).")
 @run_dir_option
 @store_option
@@ -80,7 +79,7 @@ def profile(space, input_shape, batch, backend_name, threads, samples, strategy,
     backend = get_backend(backend_name, threads=threads)
     store = open_store(store_url, run_dir)
     summary = profile_space(s, backend, store, len(chosen) or samples, strategy, seed, shape, batch,
-                            PROTOCOLS[protocol](), progress=not as_json, archs=chosen or None)
+                            TimingProtocol.named(protocol), progress=not as_json, archs=chosen or None)
     if as_json:
         emit_json(summary.to_dict())
         return

@@ -10,12 +10,12 @@ import click
 
 from hwnas.commands.common import emit_json, json_option, open_store, results, run_dir_option, store_option, table
 from hwnas.errors import HwnasError
+from hwnas.measurement import budgets_from
 from hwnas.pipeline import DEFAULT_SPACE
-from hwnas.profilers import BACKENDS, TimingProtocol
+from hwnas.profilers import BACKENDS, PROTOCOL_NAMES, TimingProtocol
 from hwnas.search.cost import FORMS, MODES
 from hwnas.search.strategy import STRATEGIES
 
-PROTOCOLS = {"quick": TimingProtocol.quick, "default": TimingProtocol, "thorough": TimingProtocol.thorough}
 
 
 def run_search_command(space: str = DEFAULT_SPACE, dataset: str = "digits", budget_ms: float | None = None,
@@ -35,7 +35,7 @@ def run_search_command(space: str = DEFAULT_SPACE, dataset: str = "digits", budg
     from hwnas.search import search_under_budget, train_arch
     from hwnas.spaces import get_space
 
-    budgets = {k: v for k, v in (("latency_ms", budget_ms), ("energy_mj", budget_mj)) if v is not None}
+    budgets = budgets_from(budget_ms, budget_mj)
     if not budgets:
         raise HwnasError("give a budget: --budget-ms and/or --budget-mj")
     run_dir = Path(run_dir)
@@ -50,7 +50,7 @@ def run_search_command(space: str = DEFAULT_SPACE, dataset: str = "digits", budg
     predictors = {target: _predictor(kinds[target], target, s, shape, device, store, seed) for target in budgets}
     result = search_under_budget(s, data, predictors, budgets, strategy=strategy, epochs=epochs, backend=device,
                                  store=store, input_shape=shape, seed=seed, progress=progress, out_dir=run_dir,
-                                 cost_form=cost_form, protocol=PROTOCOLS[protocol](), budget_mode=budget_mode)
+                                 cost_form=cost_form, protocol=TimingProtocol.named(protocol), budget_mode=budget_mode)
     if retrain_epochs > 0:
         _, result.test_accuracy = train_arch(s, result.arch, data, epochs=retrain_epochs, seed=seed, progress=progress)
     out = result.to_dict()
@@ -100,7 +100,7 @@ def _predictor(spec: str, target: str, space, shape, device, store, seed: int):
               type=click.Choice(BACKENDS.names()), help="Backend the chosen architecture is measured with.")
 @click.option("--threads", default=1, show_default=True, type=click.IntRange(min=1),
               help="Fixed intra-op thread count of the backend (part of the device identity).")
-@click.option("--protocol", default="default", show_default=True, type=click.Choice(list(PROTOCOLS)),
+@click.option("--protocol", default="default", show_default=True, type=click.Choice(PROTOCOL_NAMES),
               help="Timing protocol for measuring the chosen architecture (quick, default, thorough).")
 @click.option("--predictor", default=None, metavar="PATH|NAME",
               help="A predictor file from `hwnas fit`, or a predictor name fitted now on the store's measurements "

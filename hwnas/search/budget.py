@@ -13,11 +13,11 @@ import numpy as np
 import torch
 
 from hwnas.errors import HwnasError
+from hwnas.measurement import TARGETS
 from hwnas.search.cost import HardwareCost
 from hwnas.search.discretise import derive_within_budget, predicted
 from hwnas.search.strategy import get_strategy, run_search
 
-TARGETS = ("latency_ms", "energy_mj")
 
 
 @dataclass

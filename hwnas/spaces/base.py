@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from hwnas.errors import HwnasError
+from hwnas.errors import HwnasError, quote
 
 
 @dataclass(frozen=True)
@@ -77,14 +77,28 @@ class SearchSpace(ABC):
     def arch_at(self, index: int) -> Arch:
         raise HwnasError(f"space {self.name!r} has no architecture index")
 
-    def parse(self, text: str | int) -> Arch:
-        """An architecture from what a user types: its canonical string, or its index in the space."""
-        text = str(text).strip()
-        if text.lstrip("-").isdigit():
-            index, size = int(text), self.size()
-            if size is None or not 0 <= index < size:
-                raise HwnasError(f"{self.name} index {index} is out of range; accepted: "
-                                 f"{f'0..{size - 1}' if size else 'canonical strings only'}")
+    def parse(self, arch: Arch | str | int) -> Arch:
+        """The one way every stage reads an architecture: an `Arch` of this space, its canonical string, or its
+        index in the space (typed as text or given as an int). Anything else is a HwnasError saying what is
+        accepted; long input is quoted only in part."""
+        if isinstance(arch, Arch):
+            if arch.space != self.name:
+                raise HwnasError(f"an architecture of space {arch.space!r} was given for space {self.name!r}")
+            return arch
+        if isinstance(arch, (int, np.integer)) and not isinstance(arch, bool):
+            text = str(int(arch))
+        elif isinstance(arch, str):
+            text = arch.strip()
+        else:
+            raise HwnasError(f"architecture {quote(arch)} is not accepted; give an Arch, its canonical string or its index")
+        if text.lstrip("+-").isdigit():
+            size = self.size()
+            if size is None:
+                raise HwnasError(f"space {self.spec} has no architecture index; give the architecture string")
+            index = int(text)
+            if not 0 <= index < size:
+                raise HwnasError(f"architecture index {index} is out of range for {self.spec}; accepted: an index "
+                                 f"0..{size - 1} or an architecture string")
             return self.arch_at(index)
         return self.from_string(text)
 

@@ -1,4 +1,6 @@
-"""PyTorch -> ONNX. The TorchScript exporter takes ~0.2 s for an NB201 network on a 2-core CPU against ~3 s
+"""PyTorch -> ONNX, below both the profilers (which time exported files) and export (which ships them).
+
+The TorchScript exporter takes ~0.2 s for an NB201 network on a 2-core CPU against ~3 s
 for the dynamo exporter, so "auto" uses TorchScript and falls back to dynamo where it is gone or fails."""
 from __future__ import annotations
 
