@@ -155,6 +155,10 @@ class SearchSpace(ABC):
         """Return the shape as a tuple or raise HwnasError saying which shapes the space can build."""
         return tuple(int(s) for s in input_shape)
 
+    def check_fits(self, input_shape: Sequence[int] | None = None, batch: int = 1) -> None:
+        """Raise HwnasError, saying the limit, when a network of this space at this input shape and batch could
+        not fit in memory; called before anything is built or allocated. (Placeholder: spaces fill it in.)"""
+
     @abstractmethod
     def build(self, arch: Arch, input_shape: Sequence[int] | None = None) -> nn.Module:
         """A standalone discrete network taking (batch, *input_shape) and returning class logits."""
