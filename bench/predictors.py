@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
 from hwnas.predictors import (
     encode_archs,
     get_predictor,
@@ -28,7 +29,6 @@ from hwnas.predictors import (
     regression_metrics,
 )
 from hwnas.predictors.plots import plot_predicted_vs_measured
-
 from hwnas.spaces import get_space
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -64,7 +64,7 @@ def mean_metrics(runs: list[dict]) -> dict:
     return {k: float(np.mean([r[k] for r in runs])) for k in KEYS} | {"seeds": len(runs)}
 
 
-def main() -> None:
+def main() -> None:  # noqa: C901 - being split (issue 8)
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="n in {10, 20, 100}, 2 seeds, linear-cost and cost-gbt only")
     ap.add_argument("--methods", default=None, help=f"comma-separated subset of {', '.join(METHODS)}")

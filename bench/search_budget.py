@@ -125,7 +125,7 @@ def real_part(args, console) -> dict:
     t0 = time.perf_counter()
     profile_space(space, backend, store, args.profile, "uniform", 0, shape, 1, TimingProtocol(), progress=True)
     profile_seconds = time.perf_counter() - t0
-    key = dict(device=backend.device_id(), backend=backend.name, space=space.spec, input_shape=shape, batch=1)
+    key = {"device": backend.device_id(), "backend": backend.name, "space": space.spec, "input_shape": shape, "batch": 1}
     stored = store.measurements(**key)
     latencies = np.array([m.latency_ms for m in stored])
     energies = np.array([m.energy_mj for m in stored])

@@ -22,21 +22,28 @@ import hashlib
 import json
 import os
 import shutil
+from collections.abc import Sequence
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
+from hwnas.conversion import DEFAULT_OPSET, EXPORTERS, INPUT_NAME, OUTPUT_NAME, export_onnx, load_onnx
 from hwnas.errors import HwnasError
+from hwnas.export.quantize import int8_mode, quantize_onnx
+from hwnas.export.tensorrt import (
+    ENGINE_FILE,
+    MAX_BATCH,
+    TENSORRT_PRECISIONS,
+    build_engine,
+    tensorrt_unavailable,
+    tensorrt_version,
+)
 from hwnas.measurement import TARGETS, random_inputs
 from hwnas.versions import CORE_LIBRARIES, library_versions
-from hwnas.conversion import DEFAULT_OPSET, EXPORTERS, INPUT_NAME, OUTPUT_NAME, export_onnx, load_onnx
-from hwnas.export.quantize import int8_mode, quantize_onnx
-from hwnas.export.tensorrt import (ENGINE_FILE, MAX_BATCH, TENSORRT_PRECISIONS, build_engine, tensorrt_unavailable,
-                                   tensorrt_version)
 
 BUNDLE_FORMAT = "hwnas-bundle/1"
 MANIFEST_FILE = "manifest.json"
@@ -280,7 +287,7 @@ def validate_bundle(
             **report}
 
 
-def _check(folder: Path, manifest: dict[str, Any], backend, batch, rtol, atol, budgets, protocol, net=None,
+def _check(folder: Path, manifest: dict[str, Any], backend, batch, rtol, atol, budgets, protocol, net=None,  # noqa: C901 - being split (issue 8)
            measure: bool = True) -> tuple[dict[str, Any], Any]:
     """Hashes, parity (float, int8, TensorRT), measurement and budgets: the report and the Measurement."""
     failures: list[str] = []
@@ -379,17 +386,17 @@ def compare_outputs(actual: np.ndarray, expected: np.ndarray, rtol: float, atol:
     top-1 agreement is: 1 means the reference predicts one class for every input."""
     actual, expected = np.asarray(actual), np.asarray(expected)
     if actual.shape != expected.shape:
-        return {"samples": int(len(expected)), "passed": False, "max_abs_error": float("inf"),
+        return {"samples": len(expected), "passed": False, "max_abs_error": float("inf"),
                 "max_rel_error": float("inf"), "top1_agreement": 0.0, "rtol": float(rtol), "atol": float(atol),
                 "reference_top1_classes": None, "error": f"output shape {actual.shape} != reference {expected.shape}"}
     diff = np.abs(actual.astype(np.float64) - expected.astype(np.float64))
     scale = np.abs(expected.astype(np.float64))
     return {
-        "samples": int(len(expected)),
+        "samples": len(expected),
         "max_abs_error": float(diff.max()) if diff.size else 0.0,
         "max_rel_error": float((diff / np.maximum(scale, atol)).max()) if diff.size else 0.0,
         "top1_agreement": float(np.mean(actual.argmax(axis=1) == expected.argmax(axis=1))),
-        "reference_top1_classes": int(len(np.unique(expected.argmax(axis=1)))),
+        "reference_top1_classes": len(np.unique(expected.argmax(axis=1))),
         "rtol": float(rtol),
         "atol": float(atol),
         "passed": bool(np.all(diff <= atol + rtol * scale)),
@@ -546,7 +553,7 @@ def load_weights_into(space, arch, shape, weights_path: str | Path) -> nn.Module
     net = space.build(arch, shape)
     try:
         state = torch.load(p, map_location="cpu", weights_only=True)
-    except Exception as e:
+    except Exception as e:  # noqa: BLE001 - torch.load raises many types for one meaning: not a state_dict
         raise HwnasError(f"{p} is not a readable PyTorch state_dict ({type(e).__name__}); save one with "
                          "torch.save(model.state_dict(), path)") from None
     if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
@@ -669,7 +676,7 @@ def _read_parity_file(path: Path) -> dict[str, tuple[np.ndarray, np.ndarray, np.
     """{"random" | "smooth" | "real": (inputs, reference outputs, labels or None)}."""
     try:
         with np.load(path, allow_pickle=False) as z:
-            return {kind: (z[kind], z[f"{kind}_reference"], z[f"{kind}_labels"] if f"{kind}_labels" in z else None)
+            return {kind: (z[kind], z[f"{kind}_reference"], z.get(f"{kind}_labels", None))
                     for kind in ("random", "smooth", "real") if kind in z}
     except (OSError, ValueError, KeyError) as e:
         raise HwnasError(f"{path} is not a readable parity file ({type(e).__name__}); re-export the bundle") from None
@@ -684,7 +691,7 @@ def _run_onnxruntime(path: Path, x: np.ndarray) -> np.ndarray:
     try:
         sess = ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
         return sess.run(None, {sess.get_inputs()[0].name: x})[0]
-    except Exception as e:  # onnxruntime raises its own exception types
+    except Exception as e:  # noqa: BLE001 - onnxruntime raises its own exception types
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise HwnasError(f"ONNX Runtime cannot run {path} ({first[:200]}); re-export the bundle") from None
 
@@ -794,7 +801,7 @@ def _index_or_none(space, arch) -> int | None:
 def _macs_or_none(space, arch, shape) -> float | None:
     try:
         return float(space.flops(arch, shape))
-    except Exception:  # a space without a cost model still exports
+    except Exception:  # noqa: BLE001 - a space without a cost model still exports
         return None
 
 

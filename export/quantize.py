@@ -1,13 +1,13 @@
 """int8 with ONNX Runtime's quantization tools: static (QDQ, calibrated activations) or dynamic (weights only)."""
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
-from hwnas.errors import HwnasError
 from hwnas.conversion import INPUT_NAME, load_onnx, quiet_loggers
+from hwnas.errors import HwnasError
 
 INT8_MODES = ("static", "dynamic")
 
@@ -38,7 +38,13 @@ def quantize_onnx(
     inputs, which is what a network trained on standardised data sees. dynamic: int8 weights, activation
     scales computed at run time (no calibration).
     """
-    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_dynamic, quantize_static
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        QuantFormat,
+        QuantType,
+        quantize_dynamic,
+        quantize_static,
+    )
 
     load_onnx(onnx_path)
     out_path = Path(out_path)

@@ -3,4 +3,4 @@ from hwnas.errors import HwnasError
 from hwnas.spaces import Arch, SearchSpace, get_space
 
 __version__ = "0.1.0"
-__all__ = ["Arch", "HwnasError", "SearchSpace", "get_space", "__version__"]
+__all__ = ["Arch", "HwnasError", "SearchSpace", "__version__", "get_space"]

@@ -8,8 +8,8 @@ import contextlib
 import io
 import logging
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import torch
 from torch import nn
@@ -97,7 +97,7 @@ def load_onnx(path: str | Path):
     try:
         model = onnx.load(str(p))
         onnx.checker.check_model(model)
-    except Exception as e:
+    except Exception as e:  # noqa: BLE001 - protobuf and the checker raise many types for one meaning
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise HwnasError(f"{path} is not a valid ONNX model ({first[:200]}); re-export it with `hwnas export`") from None
     return model

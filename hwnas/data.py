@@ -9,6 +9,7 @@ from __future__ import annotations
 import pickle
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import torch
@@ -81,7 +82,7 @@ def _load_npz(path: Path, seed: int, val_fraction: float, test_fraction: float, 
     try:
         with np.load(path, allow_pickle=False) as z:
             arrays = {k: z[k] for k in z.files}
-    except Exception as e:  # zipfile.BadZipFile, EOFError (truncated), ValueError (not an archive, or object arrays)
+    except Exception as e:  # noqa: BLE001 - zipfile.BadZipFile, EOFError (truncated), ValueError (not an archive, or object arrays)
         reason = "pickled objects or not an .npz archive" if "pickle" in str(e) else f"{type(e).__name__}: {e}"
         raise HwnasError(f"{path} exists but is not a readable .npz with arrays x and y ({reason}); "
                          "write it with numpy.savez(path, x=images, y=labels)") from None
@@ -119,7 +120,7 @@ def _labels(y: np.ndarray, path: Path) -> np.ndarray:
 class _ArrayUnpickler(pickle.Unpickler):
     """CIFAR-10's python format is pickled dicts of numpy arrays: allow those classes and nothing else."""
 
-    ALLOWED = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+    ALLOWED: ClassVar[set[tuple[str, str]]] = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
                ("numpy", "ndarray"), ("numpy", "dtype")}
 
     def find_class(self, module: str, name: str):
@@ -133,7 +134,7 @@ def _read_cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
         with open(path, "rb") as f:
             d = _ArrayUnpickler(f, encoding="bytes").load()
         data, labels = d[b"data"], d[b"labels"]
-    except Exception as e:  # UnpicklingError, KeyError, EOFError...: not a CIFAR-10 batch
+    except Exception as e:  # noqa: BLE001 - UnpicklingError, KeyError, EOFError...: not a CIFAR-10 batch
         raise HwnasError(f"{path} is not a CIFAR-10 python-format batch ({type(e).__name__}: {e})") from None
     return np.asarray(data, np.float32).reshape(-1, 3, 32, 32), np.asarray(labels, np.int64)
 
@@ -170,7 +171,7 @@ def _split(name: str, x: np.ndarray, y: np.ndarray, x_test: np.ndarray | None, y
     # Standardise per channel with the training split's statistics.
     mean = x_train.mean(axis=(0, 2, 3), keepdims=True)
     std = x_train.std(axis=(0, 2, 3), keepdims=True) + 1e-6
-    t = lambda a: torch.as_tensor((a - mean) / std, dtype=torch.float32)  # noqa: E731
+    t = lambda a: torch.as_tensor((a - mean) / std, dtype=torch.float32)
     classes = int(max(y.max(), y_test.max())) + 1
     return Dataset(name, t(x_train), torch.as_tensor(y_train), t(x_val), torch.as_tensor(y_val), t(x_test),
                    torch.as_tensor(y_test), classes)

@@ -1,9 +1,10 @@
 """What a profiler produces and the store keeps: one measured (device, backend, space, arch, shape, batch)."""
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 

@@ -33,13 +33,13 @@ def run_pipeline(
     progress: bool = True,
 ) -> dict[str, Any]:
     from hwnas.commands.common import console
-    from hwnas.store import open_store
     from hwnas.data import load_dataset
     from hwnas.export import export_bundle
     from hwnas.predictors import fit_from_store
     from hwnas.profilers import get_backend, profile_space
     from hwnas.search import search_under_budget, train_arch
     from hwnas.spaces import get_space
+    from hwnas.store import open_store
 
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -66,7 +66,7 @@ def run_pipeline(
 
     stage(f"2/4 fit a {predictor} latency predictor")
     t0 = time.perf_counter()
-    key = dict(store=store, space=s, device=device.device_id(), backend=device.name, input_shape=shape, batch=1)
+    key = {"store": store, "space": s, "device": device.device_id(), "backend": device.name, "input_shape": shape, "batch": 1}
     predictors, fit_metrics = {}, {}
     predictors["latency_ms"], fit_metrics["latency_ms"] = fit_from_store(**key, target="latency_ms", predictor=predictor, seed=seed)
     predictors["latency_ms"].save(run_dir / "predictor-latency.npz")

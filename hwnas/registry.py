@@ -1,7 +1,8 @@
 """timm-style registries: a decorator registers a builder under a name; look-ups fail with the known names."""
 from __future__ import annotations
 
-from typing import Callable, Generic, TypeVar
+from collections.abc import Callable
+from typing import Generic, TypeVar
 
 from hwnas.errors import HwnasError
 

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from typing import Iterator, Protocol
+from collections.abc import Iterator
+from typing import Protocol
 
 log = logging.getLogger("hwnas")
 

@@ -7,9 +7,10 @@ from __future__ import annotations
 
 import csv
 import json
+from collections.abc import Iterable, Iterator, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Sequence
+from typing import Any
 
 from sqlalchemy import JSON, DateTime, Float, Integer, String, UniqueConstraint, create_engine, func, select
 from sqlalchemy.exc import ArgumentError, DatabaseError, IntegrityError

@@ -7,12 +7,12 @@ configurations around the kernels its predictor gets most wrong.
 """
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
-from hwnas.predictors.encodings import encode_archs
 
 from hwnas.errors import HwnasError
+from hwnas.predictors.encodings import encode_archs
 from hwnas.spaces.base import Arch, SearchSpace
 
 #: fast members: this runs once per profiling round
@@ -20,7 +20,7 @@ ACTIVE_MEMBERS = ({"predictor": "ridge"}, {"predictor": "gbt", "settings": {"n_e
                   {"predictor": "gbt", "settings": {"n_estimators": 150}}, {"predictor": "rf", "settings": {"n_estimators": 60}})
 
 
-def select_active(space: SearchSpace, candidates: Sequence[Arch], measured_archs: Sequence[Arch],
+def select_active(space: SearchSpace, candidates: Sequence[Arch], measured_archs: Sequence[Arch],  # noqa: C901 - being split (issue 8)
                   measured_values: Sequence[float], k: int, seed: int = 0, encoding: str = "features",
                   input_shape: Sequence[int] | None = None) -> list[Arch]:
     """Up to k candidates (never one already measured) to measure next; random while fewer than 5 are measured."""

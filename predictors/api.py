@@ -3,16 +3,17 @@ metadata (and a predicted-vs-measured plot), predict for architectures or for ev
 from __future__ import annotations
 
 import csv
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
-from hwnas.predictors.base import Predictor, get_predictor, load_predictor
-from hwnas.predictors.encodings import encode_archs
-from hwnas.predictors.metrics import regression_metrics
 
 from hwnas.errors import HwnasError
 from hwnas.measurement import TARGETS
+from hwnas.predictors.base import Predictor, get_predictor, load_predictor
+from hwnas.predictors.encodings import encode_archs
+from hwnas.predictors.metrics import regression_metrics
 from hwnas.spaces import get_space
 from hwnas.spaces.base import Arch, SearchSpace
 
@@ -51,14 +52,14 @@ def fit_predictor(X: np.ndarray, y: np.ndarray, predictor: str = "mlp", encoding
 
     metrics: dict[str, Any] = {}
     heldout = (np.zeros(0), np.zeros(0))
-    n_hold = int(round(holdout * len(y)))
+    n_hold = round(holdout * len(y))
     if holdout > 0 and n_hold >= 1 and len(y) - n_hold >= 2:
         order = np.random.default_rng(seed).permutation(len(y))
         test, train = order[:n_hold], order[n_hold:]
         trained = new().fit(X[train], y[train])
         pred = trained.predict(X[test])
         metrics = regression_metrics(y[test], pred)
-        metrics["n_train"] = int(len(train))
+        metrics["n_train"] = len(train)
         heldout = (y[test], pred)
     final = new().fit(X, y)
     final.heldout = heldout
@@ -70,7 +71,7 @@ def _listing(items: Sequence[str], most: int = 8) -> str:
     return ", ".join(items[:most]) + (f" and {len(items) - most} more" if len(items) > most else "")
 
 
-def pick_measurements(store, space: SearchSpace | str, device: str | None = None, backend: str | None = None,
+def pick_measurements(store, space: SearchSpace | str, device: str | None = None, backend: str | None = None,  # noqa: C901 - being split (issue 8)
                       input_shape=None, batch: int = 1) -> tuple[str, str]:
     """The (device id, backend) whose measurements of (space, input shape, batch) to fit on: as given, or the only
     one the store holds. When nothing matches, the HwnasError says which part of the request has no data and what
@@ -179,7 +180,7 @@ def fit_from_store(store, space: SearchSpace | str, device: str | None = None, b
         "space": sp.spec, "target": target, "unit": TARGETS[target], "device": device_id,
         "device_name": info.get("name", device), "device_fingerprint": info.get("fingerprint", {}),
         "backend": backend_name, "input_shape": list(shape), "batch": int(batch), "encoding": fitted.encoding,
-        "training_size": int(len(y)), "holdout": holdout, "seed": seed, "heldout_metrics": metrics,
+        "training_size": len(y), "holdout": holdout, "seed": seed, "heldout_metrics": metrics,
         "source": f"store {store.url}", "sources": list(sources or {}),
         "energy_methods": sorted({m.energy_method for m in rows if m.energy_method}) if target == "energy_mj" else [],
     })
@@ -228,7 +229,7 @@ def fit_from_csv(path: str | Path, arch_column: str, target: str, space: SearchS
     fitted.metadata.update({
         "space": sp.spec, "target": target, "unit": "ms" if target.endswith("ms") else "", "device": f"imported:{target}",
         "device_name": target, "device_fingerprint": {"name": target, "source": str(Path(path).resolve())},
-        "input_shape": list(shape), "batch": None, "encoding": fitted.encoding, "training_size": int(len(y)),
+        "input_shape": list(shape), "batch": None, "encoding": fitted.encoding, "training_size": len(y),
         "holdout": holdout, "seed": seed, "heldout_metrics": metrics, "source": str(Path(path).resolve()),
         "arch_column": arch_column,
     })

@@ -50,7 +50,7 @@ class Predictor(ABC):
         return np.exp(t) if self.log_target else t
 
     @abstractmethod
-    def fit(self, X: np.ndarray, y: np.ndarray) -> "Predictor": ...
+    def fit(self, X: np.ndarray, y: np.ndarray) -> Predictor: ...
 
     @abstractmethod
     def predict(self, X: np.ndarray) -> np.ndarray: ...
@@ -115,7 +115,7 @@ def load_predictor(path: str | Path) -> Predictor:
         with np.load(p, allow_pickle=False) as z:
             meta = json.loads(str(z["__meta__"]))
             arrays = {k: z[k] for k in z.files if k != "__meta__"}
-    except Exception as e:  # zipfile, ValueError, KeyError: all mean "not one of ours"
+    except Exception as e:  # noqa: BLE001 - zipfile, ValueError, KeyError: all mean "not one of ours"
         raise HwnasError(f"{path} is not an hwnas predictor file ({type(e).__name__}: {e})") from None
     if not isinstance(meta, dict):
         raise HwnasError(f"{path} is not an hwnas predictor file (its metadata is not a JSON object)")
@@ -136,7 +136,7 @@ def load_predictor(path: str | Path) -> Predictor:
         predictor.check(encode_archs(space, probe, predictor.encoding, metadata.get("input_shape") or None))
     except HwnasError as e:
         raise HwnasError(f"{path}: {e}") from None
-    except Exception as e:  # missing, cut or misshapen arrays: a damaged or hand-edited file
+    except Exception as e:  # noqa: BLE001 - missing, cut or misshapen arrays: a damaged or hand-edited file
         reason = str(e).splitlines()[0] if str(e) else ""
         raise HwnasError(f"{path} is a damaged predictor file ({type(e).__name__}: {reason}); "
                          "refit it with `hwnas fit`") from None

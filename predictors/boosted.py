@@ -41,7 +41,7 @@ class CostTreesPredictor(Predictor):
     def _base(self, X: np.ndarray) -> np.ndarray:
         return np.maximum(self.base.predict(np.asarray(X)[:, : self.width]), self.floor)
 
-    def fit(self, X: np.ndarray, y: np.ndarray) -> "CostTreesPredictor":
+    def fit(self, X: np.ndarray, y: np.ndarray) -> CostTreesPredictor:
         X, y = np.asarray(X), np.asarray(y, np.float64)
         self.width = cost_block_width(X)
         self.floor = FLOOR_SHARE * float(np.median(np.abs(y)))

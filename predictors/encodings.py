@@ -23,7 +23,7 @@ file records its encoding's name (and the input shape), so `hwnas predict` re-en
 """
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 

@@ -6,9 +6,11 @@ pick the architectures worth measuring next.
 """
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
+
 from hwnas.predictors.base import Predictor, build_predictor, register_predictor
 
 
@@ -28,11 +30,11 @@ class EnsemblePredictor(Predictor):
     def _new_members(self) -> list[Predictor]:
         out = []
         for i, d in enumerate(self.settings["members"]):
-            out.append(build_predictor({"log_target": self.log_target if "log_target" not in d else d["log_target"],
+            out.append(build_predictor({"log_target": d.get("log_target", self.log_target),
                                         "settings": {}, **d, "seed": self.seed * 1000 + i, "encoding": self.encoding}))
         return out
 
-    def fit(self, X: np.ndarray, y: np.ndarray) -> "EnsemblePredictor":
+    def fit(self, X: np.ndarray, y: np.ndarray) -> EnsemblePredictor:
         X, y = np.asarray(X), np.asarray(y, np.float64)
         rng = np.random.default_rng(self.seed)
         self.members = self._new_members()

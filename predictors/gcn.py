@@ -2,12 +2,15 @@
 operations, messages follow the DAG's edges both ways, and the output node's embedding gives the prediction."""
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import torch
+from torch import nn
+
 from hwnas.predictors.base import Predictor, register_predictor
 from hwnas.predictors.encodings import infer_graph_nodes, split_graph_code
 from hwnas.predictors.training import standardise, train_regressor
-from torch import nn
 
 
 class GCNModule(nn.Module):
@@ -15,7 +18,7 @@ class GCNModule(nn.Module):
         super().__init__()
         self.nodes = nodes
         dims = [vocabulary] + [hidden] * layers
-        self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in zip(dims[:-1], dims[1:]))
+        self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in itertools.pairwise(dims))
         self.head = nn.Linear(2 * hidden, 1)  # output node's embedding and the mean over nodes
 
     def forward(self, codes: torch.Tensor) -> torch.Tensor:
@@ -47,7 +50,7 @@ class GCNPredictor(Predictor):
     def _build(self, nodes: int, vocabulary: int) -> GCNModule:
         return GCNModule(nodes, vocabulary, self.settings["hidden"], self.settings["layers"])
 
-    def fit(self, X: np.ndarray, y: np.ndarray) -> "GCNPredictor":
+    def fit(self, X: np.ndarray, y: np.ndarray) -> GCNPredictor:
         s = self.settings
         torch.manual_seed(self.seed)
         X = np.asarray(X, np.float32)

@@ -5,12 +5,12 @@ ridge penalty is chosen by scikit-learn's efficient leave-one-out cross-validati
 """
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
-from hwnas.predictors.base import Predictor, register_predictor
 
 from hwnas.errors import HwnasError
+from hwnas.predictors.base import Predictor, register_predictor
 
 ALPHAS = tuple(float(a) for a in np.logspace(-4, 3, 15))
 
@@ -34,7 +34,7 @@ class RidgePredictor(Predictor):
         self.coef = self.center = self.scale = None
         self.intercept = 0.0
 
-    def fit(self, X: np.ndarray, y: np.ndarray) -> "RidgePredictor":
+    def fit(self, X: np.ndarray, y: np.ndarray) -> RidgePredictor:
         X = np.asarray(X, np.float64)
         self.center = X.mean(axis=0)
         std = X.std(axis=0)
@@ -86,7 +86,7 @@ class LookupTablePredictor(Predictor):
         self.table: np.ndarray | None = None
         self.base = 0.0
 
-    def fit(self, X: np.ndarray, y: np.ndarray) -> "LookupTablePredictor":
+    def fit(self, X: np.ndarray, y: np.ndarray) -> LookupTablePredictor:
         from sklearn.linear_model import Ridge
 
         model = Ridge(alpha=self.settings["alpha"]).fit(np.asarray(X, np.float64), self._to_target(y))
@@ -94,7 +94,7 @@ class LookupTablePredictor(Predictor):
         return self
 
     @classmethod
-    def from_table(cls, base: float, table: np.ndarray) -> "LookupTablePredictor":
+    def from_table(cls, base: float, table: np.ndarray) -> LookupTablePredictor:
         """A table from per-operation costs (e.g. measured): `table` flattens in the one-hot code's layout."""
         predictor = cls(log_target=False)
         predictor.table, predictor.base = np.asarray(table, np.float64).reshape(-1), float(base)
@@ -127,7 +127,6 @@ def lookup_from_profiling(space, backend, input_shape=None, batch: int = 1, prot
     set, the rest `none`); each entry is its cost above the all-`none` network. 1 + decisions x (options - 1)
     measurements (25 for nb201)."""
     from hwnas.profilers import measure_arch
-
     from hwnas.spaces.base import Arch
 
     rows, cols = space.alpha_shape

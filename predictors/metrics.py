@@ -58,7 +58,7 @@ def regression_metrics(y_true, y_pred, floor: float | str = "auto") -> dict[str,
         "within_10": w10,
         "spearman": float(spearmanr(y, p)[0]) if ranked else float("nan"),
         "kendall": float(kendalltau(y, p)[0]) if ranked else float("nan"),
-        "n": int(len(y)),
+        "n": len(y),
         "n_excluded": int((~kept).sum()),
         "floor": floor_value,
     }

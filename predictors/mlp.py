@@ -2,11 +2,14 @@
 relaxed encoding (softmax of architecture parameters) gets a predicted cost with a gradient."""
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import torch
+from torch import nn
+
 from hwnas.predictors.base import Predictor, register_predictor
 from hwnas.predictors.training import standardise, train_regressor
-from torch import nn
 
 
 class MLPModule(nn.Module):
@@ -16,7 +19,7 @@ class MLPModule(nn.Module):
         super().__init__()
         dims = [in_dim] + [hidden] * layers
         blocks: list[nn.Module] = []
-        for a, b in zip(dims[:-1], dims[1:]):
+        for a, b in itertools.pairwise(dims):
             blocks += [nn.Linear(a, b), nn.ReLU()]
         self.net = nn.Sequential(*blocks, nn.Linear(dims[-1], 1))
         self.log_target = log_target
@@ -44,7 +47,7 @@ class MLPPredictor(Predictor):
                          weight_decay=weight_decay, rank_weight=rank_weight, **settings)
         self.module: MLPModule | None = None
 
-    def fit(self, X: np.ndarray, y: np.ndarray) -> "MLPPredictor":
+    def fit(self, X: np.ndarray, y: np.ndarray) -> MLPPredictor:
         s = self.settings
         torch.manual_seed(self.seed)
         X_t = torch.as_tensor(np.asarray(X, np.float32))

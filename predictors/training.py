@@ -2,7 +2,7 @@
 ReNAS's pairwise ranking loss, which rewards getting the order of two architectures right."""
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 import torch

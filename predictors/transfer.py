@@ -8,16 +8,17 @@ differentiable (body, head and exp), so a transferred predictor can drive a diff
 """
 from __future__ import annotations
 
-from typing import Mapping
+import itertools
+from collections.abc import Mapping
 
 import numpy as np
 import torch
-from hwnas.predictors.base import Predictor, register_predictor
-from hwnas.predictors.linear import ALPHAS, _fit_ridge
-from hwnas.predictors.training import standardise
 from torch import nn
 
 from hwnas.errors import HwnasError
+from hwnas.predictors.base import Predictor, register_predictor
+from hwnas.predictors.linear import ALPHAS, _fit_ridge
+from hwnas.predictors.training import standardise
 
 
 class TransferModule(nn.Module):
@@ -25,7 +26,7 @@ class TransferModule(nn.Module):
         super().__init__()
         dims = [in_dim] + [hidden] * layers
         blocks: list[nn.Module] = []
-        for a, b in zip(dims[:-1], dims[1:]):
+        for a, b in itertools.pairwise(dims):
             blocks += [nn.Linear(a, b), nn.ReLU()]
         self.body = nn.Sequential(*blocks, nn.Linear(dims[-1], sources))  # standardised log cost per source device
         self.head = nn.Linear(sources, 1)
@@ -52,7 +53,7 @@ class TransferPredictor(Predictor):
                          weight_decay=weight_decay, sources=list(sources), **settings)
         self.module: TransferModule | None = None
 
-    def pretrain(self, datasets: Mapping[str, tuple[np.ndarray, np.ndarray]]) -> "TransferPredictor":
+    def pretrain(self, datasets: Mapping[str, tuple[np.ndarray, np.ndarray]]) -> TransferPredictor:
         """Fit the body on measurements from source devices: {device name: (encodings, values)}."""
         if not datasets:
             raise HwnasError("transfer pretraining needs measurements from at least one source device")
@@ -96,7 +97,7 @@ class TransferPredictor(Predictor):
         with torch.no_grad():
             return self.module.body(torch.as_tensor(np.asarray(X, np.float32))).double().numpy()
 
-    def fit(self, X: np.ndarray, y: np.ndarray) -> "TransferPredictor":
+    def fit(self, X: np.ndarray, y: np.ndarray) -> TransferPredictor:
         """Adapt to the new device: fit the linear head on its few measurements (the body stays as pretrained)."""
         Z = self.source_outputs(X)
         t = self._to_target(y)

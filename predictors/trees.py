@@ -8,6 +8,7 @@ scikit-learn's own.
 from __future__ import annotations
 
 import numpy as np
+
 from hwnas.predictors.base import Predictor, register_predictor
 
 TREE_FIELDS = ("left", "right", "feature", "threshold", "value")

@@ -1,10 +1,10 @@
 """Device profilers (installed as hwnas.profilers): backends, timing protocol, energy meters, samplers."""
+from hwnas.profilers import onnxruntime, torch_backend  # noqa: F401  (register backends)
 from hwnas.profilers.base import BACKENDS, Backend, available_backends, get_backend, register_backend
 from hwnas.profilers.energy import ENERGY_METERS, EnergyMeter, register_energy_meter
-from hwnas.profilers.timing import PROTOCOL_NAMES, TimingProtocol
-from hwnas.profilers import onnxruntime, torch_backend  # noqa: F401  (register backends)
 from hwnas.profilers.profile import ProfileSummary, measure_arch, profile_space
 from hwnas.profilers.samplers import SAMPLERS, register_sampler, sample_archs
+from hwnas.profilers.timing import PROTOCOL_NAMES, TimingProtocol
 
 # Optional parts (GPU): each registers itself and reports why it is unavailable instead of failing at import.
 for _optional in ("tensorrt", "nvml"):
@@ -14,7 +14,20 @@ for _optional in ("tensorrt", "nvml"):
         pass
 
 __all__ = [
-    "BACKENDS", "Backend", "PROTOCOL_NAMES", "ENERGY_METERS", "EnergyMeter", "ProfileSummary", "SAMPLERS", "TimingProtocol",
-    "available_backends", "get_backend", "measure_arch", "profile_space", "register_backend", "register_energy_meter",
-    "register_sampler", "sample_archs",
+    "BACKENDS",
+    "ENERGY_METERS",
+    "PROTOCOL_NAMES",
+    "SAMPLERS",
+    "Backend",
+    "EnergyMeter",
+    "ProfileSummary",
+    "TimingProtocol",
+    "available_backends",
+    "get_backend",
+    "measure_arch",
+    "profile_space",
+    "register_backend",
+    "register_energy_meter",
+    "register_sampler",
+    "sample_archs",
 ]

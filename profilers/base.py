@@ -2,7 +2,8 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 from torch import nn
@@ -11,9 +12,9 @@ from hwnas.errors import HwnasError
 from hwnas.measurement import Measurement, random_inputs
 from hwnas.profilers.energy import analytical_energy_mj, best_meter
 from hwnas.profilers.fingerprint import device_id, host_fingerprint
-from hwnas.versions import library_versions
 from hwnas.profilers.timing import TimingProtocol, summarise, time_runs
 from hwnas.registry import Registry
+from hwnas.versions import library_versions
 
 BACKENDS: Registry = Registry("backend")
 

@@ -2,8 +2,9 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -89,7 +90,7 @@ def profile_space(
         raise HwnasError(f"unknown profiling strategy {strategy!r}; accepted: {', '.join(STRATEGIES)}")
     shape = space.check_input_shape(input_shape or space.default_input_shape)
     backend.require()
-    key = dict(device=backend.device_id(), backend=backend.name, space=space.spec, input_shape=shape, batch=batch)
+    key = {"device": backend.device_id(), "backend": backend.name, "space": space.spec, "input_shape": shape, "batch": batch}
     started = time.perf_counter()
     protocol = protocol or TimingProtocol.quick()
     stored = store.archs(**key)
@@ -158,7 +159,14 @@ class _NoProgress:
 def _progress(enabled: bool, title: str):
     if not enabled:
         return _NoProgress()
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
 
     from hwnas.commands.common import console
 
@@ -166,4 +174,4 @@ def _progress(enabled: bool, title: str):
                     TimeRemainingColumn(), TextColumn("{task.description}"), console=console, transient=False)
 
 
-__all__ = ["STRATEGIES", "SAMPLERS", "ProfileSummary", "measure_arch", "profile_space"]
+__all__ = ["SAMPLERS", "STRATEGIES", "ProfileSummary", "measure_arch", "profile_space"]

@@ -3,7 +3,7 @@ for n+k are the request for n), so an interrupted run asks for the same list aga
 extends what is stored instead of starting over."""
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 

@@ -5,19 +5,19 @@ Importing this module never needs TensorRT or CUDA; `why_unavailable()` says wha
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 from torch import nn
 
-from hwnas.export.tensorrt import DEFAULT_WORKSPACE_MB, TensorRTRunner, build_engine, tensorrt_unavailable
 from hwnas.conversion import export_onnx
+from hwnas.export.tensorrt import DEFAULT_WORKSPACE_MB, TensorRTRunner, build_engine, tensorrt_unavailable
 from hwnas.measurement import Measurement
 from hwnas.profilers.base import Backend, random_input, register_backend
 from hwnas.profilers.energy import best_meter
 from hwnas.profilers.timing import TimingProtocol
-
 
 #: seconds of back-to-back runs behind one energy figure
 ENERGY_SECONDS = 0.5

@@ -2,11 +2,10 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
-
 
 #: protocol names, from the fastest to the most precise
 PROTOCOL_NAMES = ("quick", "default", "thorough")
@@ -35,12 +34,12 @@ class TimingProtocol:
         return time.perf_counter() - started > self.max_seconds
 
     @classmethod
-    def quick(cls) -> "TimingProtocol":
+    def quick(cls) -> TimingProtocol:
         """For profiling many architectures and for tests: fewer runs, looser target."""
         return cls(warmup_runs=5, min_runs=10, max_runs=60, target_rel_ci=0.05, max_seconds=0.5)
 
     @classmethod
-    def named(cls, name: str) -> "TimingProtocol":
+    def named(cls, name: str) -> TimingProtocol:
         """A protocol by the name the CLI accepts (`PROTOCOL_NAMES`)."""
         from hwnas.errors import HwnasError
 
@@ -49,7 +48,7 @@ class TimingProtocol:
         return {"quick": cls.quick, "default": cls, "thorough": cls.thorough}[name]()
 
     @classmethod
-    def thorough(cls) -> "TimingProtocol":
+    def thorough(cls) -> TimingProtocol:
         """For validating a deployed model against its budget."""
         return cls(warmup_runs=20, min_runs=50, max_runs=1000, target_rel_ci=0.01, max_seconds=10.0)
 
@@ -87,5 +86,5 @@ def summarise(times_ms: np.ndarray) -> dict[str, float]:
         "latency_p10_ms": float(np.percentile(times_ms, 10)),
         "latency_p90_ms": float(np.percentile(times_ms, 90)),
         "latency_std_ms": float(np.std(times_ms)),
-        "runs": int(len(times_ms)),
+        "runs": len(times_ms),
     }

@@ -1,7 +1,8 @@
 """PyTorch eager backends: what a model costs before export, on the CPU or a CUDA GPU."""
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import nn

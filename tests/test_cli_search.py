@@ -81,7 +81,7 @@ def test_bad_dataset_path_is_one_line_exit_2(cli, tmp_path, profiled_run):
 
 
 def test_other_bad_inputs_are_one_line_exit_2(cli, tmp_path, profiled_run):
-    run_dir, budget = profiled_run
+    run_dir, _budget = profiled_run
     assert "give a budget" in one_error_line(invoke(cli, "--space", SPEC, "--run-dir", run_dir))
     line = one_error_line(invoke(cli, "--budget-ms", 1, "--space", SPEC, "--predictor", "gbtx", "--run-dir", run_dir))
     assert "accepted: a .npz" in line

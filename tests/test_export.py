@@ -9,8 +9,15 @@ import torch
 import torch.nn.functional as F
 
 from hwnas.errors import HwnasError
-from hwnas.export import (calibrate_batchnorm, export_bundle, file_sha256, load_weights_into, tensorrt_unavailable,
-                          validate_bundle, verify_hashes)
+from hwnas.export import (
+    calibrate_batchnorm,
+    export_bundle,
+    file_sha256,
+    load_weights_into,
+    tensorrt_unavailable,
+    validate_bundle,
+    verify_hashes,
+)
 from hwnas.profilers import ENERGY_METERS, TimingProtocol, available_backends
 from hwnas.spaces import get_space
 from hwnas.store import Store
@@ -281,13 +288,13 @@ def test_export_stores_the_measurement_when_given_a_store(tmp_path):
 
 
 @pytest.mark.parametrize("kwargs, words", [
-    (dict(arch="|bogus~0|+|none~0|none~1|+|none~0|none~1|none~2|"), "unknown operation 'bogus'"),
-    (dict(int8="fp4"), "unknown int8 mode"),
-    (dict(budgets={"latency_us": 3}), "unknown budget 'latency_us'"),
-    (dict(budgets={"latency_ms": -1}), "give a positive number"),
-    (dict(inputs=np.zeros((4, 3, 8, 8), np.float32)), "accepted: (N, 3, 16, 16)"),
-    (dict(backend="nosuch"), "nosuch"),
-    (dict(tensorrt=True, tensorrt_precision="int8"), "int8='static' (CLI: --int8 static)"),
+    ({"arch": "|bogus~0|+|none~0|none~1|+|none~0|none~1|none~2|"}, "unknown operation 'bogus'"),
+    ({"int8": "fp4"}, "unknown int8 mode"),
+    ({"budgets": {"latency_us": 3}}, "unknown budget 'latency_us'"),
+    ({"budgets": {"latency_ms": -1}}, "give a positive number"),
+    ({"inputs": np.zeros((4, 3, 8, 8), np.float32)}, "accepted: (N, 3, 16, 16)"),
+    ({"backend": "nosuch"}, "nosuch"),
+    ({"tensorrt": True, "tensorrt_precision": "int8"}, "int8='static' (CLI: --int8 static)"),
 ])
 def test_bad_input_raises_and_writes_nothing(tmp_path, kwargs, words):
     args = {"arch": ARCH, **kwargs}

@@ -1,5 +1,7 @@
 """Budgeted search: the dual-ascent cost term, every strategy on the shared supernet, budget-respecting
 discretisation, measure-and-repair on a real backend, retraining, and tabular search on published data."""
+import itertools
+
 import numpy as np
 import pytest
 import torch
@@ -7,8 +9,18 @@ import torch
 from hwnas.data import load_dataset
 from hwnas.errors import HwnasError
 from hwnas.predictors import LookupTablePredictor, get_predictor
-from hwnas.search import (STRATEGIES, HardwareCost, derive_within_budget, discretise_and_verify, get_strategy,
-                          op_table_from_measurements, search_under_budget, tabular_search, total_loss, train_arch)
+from hwnas.search import (
+    STRATEGIES,
+    HardwareCost,
+    derive_within_budget,
+    discretise_and_verify,
+    get_strategy,
+    op_table_from_measurements,
+    search_under_budget,
+    tabular_search,
+    total_loss,
+    train_arch,
+)
 from hwnas.spaces import get_space
 from hwnas.spaces.base import Arch
 
@@ -178,7 +190,7 @@ def test_search_raises_multiplier_over_budget_and_lands_near_budget(space, digit
     steps = [s for row in r.history for s in row["steps"]]
     assert steps[0]["cost"]["latency_ms"] > budget  # the uniform mixture starts over budget
     # dual ascent on the derived architecture's predicted cost: the dual variable rises while it is over budget
-    rises = [b["dual"]["latency_ms"] > a["dual"]["latency_ms"] for a, b in zip(steps, steps[1:])
+    rises = [b["dual"]["latency_ms"] > a["dual"]["latency_ms"] for a, b in itertools.pairwise(steps)
              if b["derived_cost"]["latency_ms"] > budget]
     assert rises and all(rises)
     assert max(s["multiplier"]["latency_ms"] for s in steps) > 0
@@ -274,7 +286,7 @@ def test_measured_over_budget_is_stored_refitted_and_repaired(space, digits, mea
 def test_unreachable_budget_is_never_reported_within_budget(space, digits, measured_store):
     from hwnas.profilers import TimingProtocol
 
-    backend, store, rows = measured_store
+    backend, store, _rows = measured_store
     cheap = LookupTablePredictor.from_table(1e-6, np.zeros(space.alpha_shape))  # predicts every arch at ~0 ms
     cost = HardwareCost(space, "latency_ms", 1e-4, predictor=cheap)  # no network runs in 0.1 microseconds
     r = discretise_and_verify(space, torch.zeros(space.alpha_shape), [cost], backend=backend, store=store,
@@ -339,7 +351,7 @@ def test_impossible_budget_is_rejected_before_any_training(space, macs_predictor
     class NoTrainingData:  # the search would fail on x_train if it started training
         name, input_shape = "shape-only", (1, 8, 8)
 
-    predictor, kmacs = macs_predictor
+    predictor, _kmacs = macs_predictor
     with pytest.raises(HwnasError, match=r"the cheapest predicted is latency_ms \d") as e:
         search_under_budget(space, NoTrainingData(), {"latency_ms": predictor}, {"latency_ms": 1e-3}, epochs=100,
                             progress=False)

@@ -8,9 +8,9 @@ from hwnas.store import Store
 
 
 def make(arch: str, latency: float = 1.0, **kw) -> Measurement:
-    base = dict(arch=arch, space="nb201:C=16,N=5,classes=10", device="cpu-x", backend="onnxruntime-cpu",
-                input_shape=(3, 32, 32), batch=1, latency_ms=latency, latency_p10_ms=latency * 0.9,
-                latency_p90_ms=latency * 1.1, latency_std_ms=0.01, runs=20)
+    base = {"arch": arch, "space": "nb201:C=16,N=5,classes=10", "device": "cpu-x", "backend": "onnxruntime-cpu",
+                "input_shape": (3, 32, 32), "batch": 1, "latency_ms": latency, "latency_p10_ms": latency * 0.9,
+                "latency_p90_ms": latency * 1.1, "latency_std_ms": 0.01, "runs": 20}
     base.update(kw)
     return Measurement(**base)
 
@@ -33,7 +33,8 @@ def test_persists_across_connections_and_exports_csv(tmp_path):
     m = store.measurements(arch="a")[0]
     assert (m.latency_ms, m.energy_mj, m.energy_method, m.versions) == (1.5, 0.2, "rapl", {"torch": "x"})
     assert store.export_csv(tmp_path / "out.csv") == 1
-    rows = list(csv.DictReader(open(tmp_path / "out.csv")))
+    with open(tmp_path / "out.csv") as f:
+        rows = list(csv.DictReader(f))
     assert rows[0]["arch"] == "a" and rows[0]["input_shape"] == "3x32x32"
 
 
@@ -44,11 +45,11 @@ def test_bad_store_url_is_one_clear_line(tmp_path):
 
 def test_import_published_table_and_bad_rows_store_nothing(tmp_path, nb201_data):
     space = get_space("nb201")
-    lines = open(nb201_data / "latency_ms.csv").read().splitlines()
+    lines = (nb201_data / "latency_ms.csv").read_text().splitlines()
     good = tmp_path / "good.csv"
     good.write_text("\n".join(lines[:21]) + "\n")
     store = Store(tmp_path / "s.db")
-    check = lambda a: space.to_string(space.from_string(a))  # noqa: E731
+    check = lambda a: space.to_string(space.from_string(a))
     added = store.import_table(good, space.spec, columns=["pixel3", "gold_6226"], validate_arch=check)
     assert added == {"pixel3": 20, "gold_6226": 20}
     assert store.resolve_device("pixel3") == "imported:pixel3"

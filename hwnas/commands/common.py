@@ -4,7 +4,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-from pathlib import Path
 from typing import Any
 
 import click
@@ -57,8 +56,14 @@ class RichReporter(Reporter):
 
     @contextlib.contextmanager
     def progress(self, title: str, total: int, completed: int = 0):
-        from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
-                                   TimeRemainingColumn)
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
 
         with Progress(TextColumn(f"[bold]{escape(title)}[/]"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                       TimeRemainingColumn(), TextColumn("{task.description}"), console=console) as bar:
@@ -104,5 +109,18 @@ def parse_shape(text: str):
     return shape_from_str(text)
 
 
-__all__ = ["HwnasError", "RichReporter", "console", "reporter", "results", "emit_json", "fmt", "json_option", "open_store", "parse_shape",
-           "run_dir_option", "store_option", "table"]
+__all__ = [
+    "HwnasError",
+    "RichReporter",
+    "console",
+    "emit_json",
+    "fmt",
+    "json_option",
+    "open_store",
+    "parse_shape",
+    "reporter",
+    "results",
+    "run_dir_option",
+    "store_option",
+    "table",
+]

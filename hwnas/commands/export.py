@@ -7,13 +7,21 @@ from typing import Any
 
 import click
 
-from hwnas.commands.common import (emit_json, fmt, json_option, open_store, parse_shape, results, run_dir_option,
-                                   store_option, table)
+from hwnas.commands.common import (
+    emit_json,
+    fmt,
+    json_option,
+    open_store,
+    parse_shape,
+    results,
+    run_dir_option,
+    store_option,
+    table,
+)
 from hwnas.errors import HwnasError
-from hwnas.measurement import budgets_from
 from hwnas.export import INT8_MODES, TENSORRT_PRECISIONS, export_bundle, validate_bundle
+from hwnas.measurement import budgets_from
 from hwnas.profilers import BACKENDS, PROTOCOL_NAMES, TimingProtocol
-
 
 
 def budget_options(f):
@@ -188,9 +196,9 @@ def _summary_table(title: str, r: dict[str, Any]):
         if kind in parity:
             p = parity[kind]
             rows.append([f"ONNX vs PyTorch ({kind}, {p['samples']})",
-                         f"{'ok' if p['passed'] else 'FAIL'}: max abs {p['max_abs_error']:.2g}, max rel "
+                         (f"{'ok' if p['passed'] else 'FAIL'}: max abs {p['max_abs_error']:.2g}, max rel "
                          f"{p['max_rel_error']:.2g}, top-1 agree {100 * p['top1_agreement']:.0f}% "
-                         f"({p['reference_top1_classes']} class{'' if p['reference_top1_classes'] == 1 else 'es'} predicted)"])
+                         f"({p['reference_top1_classes']} class{'' if p['reference_top1_classes'] == 1 else 'es'} predicted)")])
     q = r.get("int8_parity")
     if q:
         delta = "" if q.get("accuracy_delta") is None else f", accuracy change {100 * q['accuracy_delta']:+.1f} points"
@@ -200,8 +208,8 @@ def _summary_table(title: str, r: dict[str, Any]):
         rows.append(["TensorRT", f"skipped: {trt['skipped']}"])
     elif r.get("tensorrt_parity"):
         t = r["tensorrt_parity"]
-        rows.append([f"TensorRT ({t.get('precision')})", f"max abs vs ONNX {t['max_abs_error']:.2g}, "
-                                                          f"top-1 agree {100 * t['top1_agreement']:.0f}%"])
+        rows.append([f"TensorRT ({t.get('precision')})", (f"max abs vs ONNX {t['max_abs_error']:.2g}, "
+                                                          f"top-1 agree {100 * t['top1_agreement']:.0f}%")])
     m = r.get("measured") or {}
     if m:
         rows.append([f"measured ({m['backend']}, {m['device_name']})",

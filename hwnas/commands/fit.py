@@ -6,18 +6,17 @@ from pathlib import Path
 import click
 
 from hwnas.commands.common import (
-    results,
     emit_json,
     json_option,
     open_store,
     parse_shape,
+    results,
     run_dir_option,
     store_option,
     table,
 )
 from hwnas.errors import HwnasError
 from hwnas.measurement import TARGET_ALIASES, check_target
-
 
 
 def _metrics_rows(metrics: dict) -> list[list]:

@@ -5,12 +5,27 @@ from pathlib import Path
 
 import click
 
-from hwnas.commands.common import (emit_json, json_option, open_store, parse_shape, results, run_dir_option,
-                                   store_option, table)
-from hwnas.profilers import BACKENDS, ENERGY_METERS, PROTOCOL_NAMES, TimingProtocol, available_backends, get_backend, profile_space
+from hwnas.commands.common import (
+    emit_json,
+    json_option,
+    open_store,
+    parse_shape,
+    results,
+    run_dir_option,
+    store_option,
+    table,
+)
+from hwnas.profilers import (
+    BACKENDS,
+    ENERGY_METERS,
+    PROTOCOL_NAMES,
+    TimingProtocol,
+    available_backends,
+    get_backend,
+    profile_space,
+)
 from hwnas.profilers.profile import STRATEGIES
 from hwnas.spaces import get_space
-
 
 
 @click.command()

@@ -63,8 +63,8 @@ def run(space, dataset, backend, threads, samples, budget_ms, budget_percentile,
     rows = [
         ["device", f"{r['device']} [{r['device_id']}], {r['backend']}"],
         ["architectures profiled", r["architectures_profiled"]],
-        ["predictor held-out error", f"MAPE {h['mape']:.1f}%, within ±10% {100 * h['within_10']:.0f}%, "
-                                     f"Spearman {h['spearman']:.3f} (n={h['n']})"],
+        ["predictor held-out error", (f"MAPE {h['mape']:.1f}%, within ±10% {100 * h['within_10']:.0f}%, "
+                                     f"Spearman {h['spearman']:.3f} (n={h['n']})")],
     ]
     for target, budget in r["budgets"].items():
         unit = "ms" if target == "latency_ms" else "mJ"

@@ -17,7 +17,6 @@ from hwnas.search.cost import FORMS, MODES
 from hwnas.search.strategy import STRATEGIES
 
 
-
 def run_search_command(space: str = DEFAULT_SPACE, dataset: str = "digits", budget_ms: float | None = None,
                        budget_mj: float | None = None, strategy: str = "darts", epochs: int = 10,
                        retrain_epochs: int = 20, backend: str = "onnxruntime-cpu", threads: int = 1,
@@ -174,8 +173,8 @@ def search(budget_ms, budget_mj, strategy, space, dataset, limit, epochs, retrai
     rows = []
     for target, budget in r["budgets"].items():
         measured = (r["measured"] or {}).get(target)
-        rows.append([f"{target} (budget {budget:.4g})", f"predicted {r['predicted'][target]:.4g}, measured "
-                     f"{'-' if measured is None else f'{measured:.4g}'}"])
+        rows.append([f"{target} (budget {budget:.4g})", (f"predicted {r['predicted'][target]:.4g}, measured "
+                     f"{'-' if measured is None else f'{measured:.4g}'}")])
     rows += [["chosen architecture", r["arch"]], ["within budget (measured)", r["within_budget"]],
              ["device measurements made", r["measurements_used"]], ["test accuracy (retrained)", r["test_accuracy"]],
              ["search seconds", r["search_seconds"]], ["plot", r["plot"]], ["result", str(Path(run_dir) / "search.json")]]

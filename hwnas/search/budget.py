@@ -19,7 +19,6 @@ from hwnas.search.discretise import derive_within_budget, predicted
 from hwnas.search.strategy import get_strategy, run_search
 
 
-
 @dataclass
 class SearchResult:
     arch: Any  # hwnas.spaces.Arch
@@ -178,8 +177,8 @@ def discretise_and_verify(space, alpha: torch.Tensor, costs: list[HardwareCost],
 def _measure(space, arch, backend, store, shape, batch, protocol) -> tuple[dict[str, float | None], bool]:
     from hwnas.profilers import TimingProtocol, measure_arch
 
-    key = dict(device=backend.device_id(), backend=backend.name, space=space.spec, input_shape=shape, batch=batch,
-               arch=space.to_string(arch))
+    key = {"device": backend.device_id(), "backend": backend.name, "space": space.spec, "input_shape": shape, "batch": batch,
+               "arch": space.to_string(arch)}
     new = store is None or not store.measurements(**key)
     m = measure_arch(space, arch, backend, shape, batch, protocol or TimingProtocol(), store=store)
     return {"latency_ms": m.latency_ms, "energy_mj": m.energy_mj}, new

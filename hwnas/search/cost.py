@@ -17,7 +17,7 @@ Several costs (latency and energy) combine: `total_loss(task_loss, alpha, costs)
 """
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch

@@ -11,7 +11,7 @@ architecture of the whole space.
 """
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch

@@ -7,7 +7,8 @@ file with a `Strategy` subclass and `@register_strategy("name")`.
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -21,7 +22,7 @@ STRATEGIES: Registry = Registry("search strategy")
 register_strategy = STRATEGIES.register
 
 
-def get_strategy(name: str) -> type["Strategy"]:
+def get_strategy(name: str) -> type[Strategy]:
     import hwnas.search  # noqa: F401  (registers the built-in strategies)
 
     return STRATEGIES.get(name)

@@ -83,7 +83,7 @@ def load_table(path: str | Path, column: str, space) -> np.ndarray:
     return out
 
 
-def tabular_search(latency_csv: str | Path, latency_column: str, accuracy_csv: str | Path, accuracy_column: str = "cifar10",
+def tabular_search(latency_csv: str | Path, latency_column: str, accuracy_csv: str | Path, accuracy_column: str = "cifar10",  # noqa: C901 - being split (issue 8)
                    budget_ms: float = 1.0, measurements: int = 50, seed: int = 0, predictor: str = "ridge",
                    encoding: str | None = None, initial: int | None = None, accuracy_signal: str = "oracle",
                    trained: int = 200, min_gain: float = 0.001, space: str = "nb201", min_probability: float = 1e-4,

@@ -1,8 +1,8 @@
 """Analytic cost of a built network: multiply-accumulates, parameters and memory traffic, by forward hooks."""
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import torch
 from torch import nn

@@ -2,8 +2,9 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -41,7 +42,7 @@ class SearchSpace(ABC):
 
     name: str = ""
     #: macro settings with their defaults, e.g. {"C": 16, "N": 5, "classes": 10}; they are part of `spec`.
-    defaults: dict[str, Any] = {}
+    defaults: ClassVar[dict[str, Any]] = {}
 
     def __init__(self, **params: Any):
         unknown = set(params) - set(self.defaults)

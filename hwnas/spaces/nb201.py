@@ -9,7 +9,8 @@ from __future__ import annotations
 import functools
 import random
 import re
-from typing import Sequence
+from collections.abc import Sequence
+from typing import ClassVar
 
 import numpy as np
 import torch
@@ -191,7 +192,7 @@ class NB201Supernet(NB201Network):
 @register_space("nb201")
 class NB201Space(SearchSpace):
     name = "nb201"
-    defaults = {"C": 16, "N": 5, "classes": 10}
+    defaults: ClassVar[dict[str, int]] = {"C": 16, "N": 5, "classes": 10}
     default_input_shape = (3, 32, 32)
     ops = OPS
     edges = EDGES
@@ -320,7 +321,7 @@ class NB201Space(SearchSpace):
             self._profiles[shape] = (base, delta)
         base, delta = self._profiles[shape]
         total = np.add(_as_vector(base), delta[np.arange(len(EDGES)), list(arch.choices)].sum(axis=0))
-        return ModelProfile(macs=float(total[0]), params=int(round(total[1])), activation_bytes=float(total[2]), layers=int(round(total[3])))
+        return ModelProfile(macs=float(total[0]), params=round(total[1]), activation_bytes=float(total[2]), layers=round(total[3]))
 
     def flops(self, arch: Arch, input_shape: Sequence[int] | None = None) -> float:
         return self.profile(arch, input_shape).macs
