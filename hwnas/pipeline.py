@@ -34,7 +34,7 @@ def run_pipeline(
 ) -> dict[str, Any]:
     from hwnas.commands.common import console
     from hwnas.data import load_dataset
-    from hwnas.export import export_bundle
+    from hwnas.export import ExportOptions, export_bundle
     from hwnas.predictors import fit_from_store
     from hwnas.profilers import get_backend, profile_space
     from hwnas.search import search_under_budget, train_arch
@@ -95,9 +95,10 @@ def run_pipeline(
     stage(f"4/4 retrain {result.arch_string} for {retrain_epochs} epochs, export and check on {device.name}")
     t0 = time.perf_counter()
     model, accuracy = train_arch(s, result.arch, data, epochs=retrain_epochs, seed=seed, progress=progress)
-    manifest = export_bundle(s, result.arch, run_dir / "export", model=model, input_shape=shape,
-                             predicted=result.predicted, accuracy=accuracy, budgets=budgets, backend=device.name,
-                             threads=threads, inputs=data.x_test, labels=data.y_test, store=store)
+    options = ExportOptions(input_shape=shape, predicted=result.predicted, accuracy=accuracy, budgets=budgets,
+                            backend=device.name, threads=threads)
+    manifest = export_bundle(s, result.arch, run_dir / "export", options, model=model, inputs=data.x_test,
+                             labels=data.y_test, store=store)
     done("retrain+export", t0)
 
     measured = manifest.get("measured") or {}
