@@ -10,6 +10,7 @@ import torch.nn.functional as F
 
 from hwnas.errors import HwnasError
 from hwnas.export import (
+    ExportOptions,
     calibrate_batchnorm,
     export_bundle,
     file_sha256,
@@ -27,6 +28,13 @@ SHAPE = (3, 16, 16)
 ARCH = "|nor_conv_3x3~0|+|avg_pool_3x3~0|nor_conv_1x1~1|+|skip_connect~0|nor_conv_3x3~1|avg_pool_3x3~2|"
 NO_PATH = "|nor_conv_3x3~0|+|none~0|none~1|+|none~0|none~1|none~2|"  # nothing reaches the cell output
 QUICK = TimingProtocol.quick()
+DIRECT = ("model", "inputs", "labels", "calibration", "store", "reporter")
+
+
+def _export(space, arch, out, **kwargs):
+    """export_bundle with the options as keywords: those of ExportOptions go into it, the rest stay keywords."""
+    direct = {k: kwargs.pop(k) for k in DIRECT if k in kwargs}
+    return export_bundle(space, arch, out, ExportOptions(**kwargs), **direct)
 
 
 @pytest.fixture(autouse=True)
@@ -40,7 +48,7 @@ def one_thread():
 @pytest.fixture(scope="module")
 def bundle(tmp_path_factory):
     out = tmp_path_factory.mktemp("bundles") / "b"
-    manifest = export_bundle(SPACE, ARCH, out, input_shape=SHAPE, protocol=QUICK, budgets={"latency_ms": 1e4},
+    manifest = _export(SPACE, ARCH, out, input_shape=SHAPE, protocol=QUICK, budgets={"latency_ms": 1e4},
                              predicted={"latency_ms": 0.5, "energy_mj": 0.01})
     return out, manifest
 
@@ -64,7 +72,7 @@ def test_exported_onnx_runs_in_onnxruntime_and_matches_pytorch(bundle):
 
 
 def test_dynamo_exporter_gives_the_same_network(tmp_path):
-    manifest = export_bundle(SPACE, ARCH, tmp_path / "b", input_shape=SHAPE, exporter="dynamo", protocol=QUICK)
+    manifest = _export(SPACE, ARCH, tmp_path / "b", input_shape=SHAPE, exporter="dynamo", protocol=QUICK)
     assert manifest["exporter"] == "dynamo" and manifest["opset"] >= 18
     assert manifest["parity"]["passed"] and manifest["parity"]["random"]["top1_agreement"] == 1.0
     assert validate_bundle(tmp_path / "b", measure=False)["passed"]
@@ -138,35 +146,130 @@ def test_altered_onnx_fails_validation_with_the_reason(bundle, tmp_path):
         verify_hashes(out)
 
 
-def test_corrupt_onnx_is_one_clear_error(bundle, tmp_path):
-    src, _ = bundle
-    out = tmp_path / "b"
+def _copy_bundle(src, out):
     out.mkdir()
     for p in src.iterdir():
         (out / p.name).write_bytes(p.read_bytes())
+    return out
+
+
+def _rewrite_manifest(out, **changes):
+    manifest = json.loads((out / "manifest.json").read_text())
+    manifest.update(changes)
+    (out / "manifest.json").write_text(json.dumps(manifest))
+    return manifest
+
+
+def test_corrupt_onnx_is_a_hash_failure_reported_before_parsing(bundle, tmp_path):
+    out = _copy_bundle(bundle[0], tmp_path / "b")
     (out / "model.onnx").write_bytes(b"\x08\x07garbage" * 50)
+    report = validate_bundle(out)
+    assert not report["passed"] and report["hashes"]["model.onnx"] == "changed"
+    assert report["failures"][0] == "model.onnx changed since export (its SHA-256 differs from manifest.json)"
+    assert "is not a valid ONNX model" in report["failures"][1] and report["parity"] is None
+    assert report["measured"] is None  # nothing was timed: the file is not the exported one
+
+
+def test_a_byte_appended_to_the_onnx_file_is_a_hash_mismatch(bundle, tmp_path):
+    out = _copy_bundle(bundle[0], tmp_path / "b")
+    with open(out / "model.onnx", "ab") as f:
+        f.write(b"\x00")
+    report = validate_bundle(out, measure=False)
+    assert not report["passed"] and report["hashes"]["model.onnx"] == "changed"
+    assert report["failures"][0] == "model.onnx changed since export (its SHA-256 differs from manifest.json)"
+
+
+def test_corrupt_onnx_with_a_matching_hash_is_one_clear_error(bundle, tmp_path):
+    out = _copy_bundle(bundle[0], tmp_path / "b")
+    (out / "model.onnx").write_bytes(b"\x08\x07garbage" * 50)
+    files = json.loads((out / "manifest.json").read_text())["files"]
+    files["model.onnx"] = {"sha256": file_sha256(out / "model.onnx"), "bytes": 450}
+    _rewrite_manifest(out, files=files)
     with pytest.raises(HwnasError) as e:
         validate_bundle(out)
     assert "is not a valid ONNX model" in str(e.value) and "\n" not in str(e.value)
 
 
-def test_validate_without_weights_uses_recorded_outputs(bundle, tmp_path):
+def test_missing_weights_fail_unless_a_deployed_copy_is_declared(bundle, tmp_path):
     src, _ = bundle
     out = tmp_path / "b"
     out.mkdir()
     for p in src.iterdir():
         if p.name != "weights.pt":
             (out / p.name).write_bytes(p.read_bytes())
-    report = validate_bundle(out, measure=False)
-    assert report["passed"], report["failures"]
-    assert report["parity"]["reference"] == "outputs recorded at export" and report["hashes"]["weights.pt"] == "missing"
+    report = validate_bundle(out, measure=False)  # before: PASSED with weights.pt listed and missing
+    assert not report["passed"] and report["failures"] == ["weights.pt is missing (listed in manifest.json)"]
+    deployed = validate_bundle(out, measure=False, require_weights=False)
+    assert deployed["passed"], deployed["failures"]
+    assert deployed["parity"]["reference"] == "outputs recorded at export" and deployed["hashes"]["weights.pt"] == "missing"
 
 
-def _copy_bundle(src, out):
-    out.mkdir()
-    for p in src.iterdir():
-        (out / p.name).write_bytes(p.read_bytes())
-    return out
+@pytest.mark.parametrize("name", ["/etc/hostname", "../../x", "../b/model.onnx", "sub/weights.pt", "notes.txt"])
+def test_a_manifest_naming_files_outside_the_bundle_is_refused_unhashed(bundle, tmp_path, monkeypatch, name):
+    out = _copy_bundle(bundle[0], tmp_path / "b")
+    files = json.loads((out / "manifest.json").read_text())["files"]
+    files[name] = {"sha256": "0" * 64, "bytes": 1}
+    _rewrite_manifest(out, files=files)
+    hashed = []
+    monkeypatch.setattr("hwnas.export.manifest.file_sha256", lambda p: hashed.append(p) or "0" * 64)
+    for call in (lambda: validate_bundle(out, measure=False), lambda: verify_hashes(out)):
+        with pytest.raises(HwnasError) as e:
+            call()
+        assert repr(name) in str(e.value) and "\n" not in str(e.value)
+        assert ("outside the bundle folder" if "/" in name else "not a bundle file") in str(e.value)
+    assert hashed == []
+
+
+@pytest.mark.parametrize("tolerances", [{"rtol": "1e-3"}, {"rtol": -1}, {"atol": float("nan")}, {"atol": float("inf")},
+                                        {"rtol": None}, {"rtol": True}, "tight", [1e-3]])
+def test_bad_tolerances_in_the_manifest_are_one_line(bundle, tmp_path, tolerances):
+    out = _copy_bundle(bundle[0], tmp_path / "b")
+    _rewrite_manifest(out, tolerances=tolerances)
+    with pytest.raises(HwnasError) as e:
+        validate_bundle(out, measure=False)
+    assert "manifest tolerance" in str(e.value) and "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize("rtol, atol", [(float("nan"), None), (-1e-3, None), (None, float("inf")), (None, -1.0)])
+def test_bad_tolerances_given_to_validate_are_refused(bundle, rtol, atol):
+    with pytest.raises(HwnasError, match=r"tolerance (rtol|atol)=.* is not accepted; give a finite number >= 0"):
+        validate_bundle(bundle[0], rtol=rtol, atol=atol, measure=False)
+
+
+def test_bad_budgets_in_the_manifest_are_one_line(bundle, tmp_path):
+    out = _copy_bundle(bundle[0], tmp_path / "b")
+    for budgets, words in (({"latency_ms": "fast"}, "budget latency_ms='fast' is not accepted"),
+                           ({"latency_ms": float("nan")}, "budget latency_ms=nan is not accepted"),
+                           ({"latency_us": 3}, "unknown budget 'latency_us'"), ([1, 2], "budgets [1, 2] are malformed")):
+        _rewrite_manifest(out, budgets=budgets)
+        with pytest.raises(HwnasError) as e:
+            validate_bundle(out, measure=False)
+        assert words in str(e.value) and "\n" not in str(e.value)
+
+
+def test_a_backend_that_cannot_run_onnx_is_refused_not_timed_on_pytorch(bundle, tmp_path):
+    with pytest.raises(HwnasError) as e:
+        validate_bundle(bundle[0], backend="torch-cpu", protocol=QUICK)
+    assert "backend 'torch-cpu' runs PyTorch modules, not exported ONNX files" in str(e.value)
+    assert "onnxruntime-cpu" in str(e.value) and "\n" not in str(e.value)
+    with pytest.raises(HwnasError, match="runs PyTorch modules"):
+        _export(SPACE, ARCH, tmp_path / "b", input_shape=SHAPE, backend="torch-cpu", protocol=QUICK)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_validate_times_the_exported_file(bundle, monkeypatch):
+    from hwnas.profilers.onnxruntime import OnnxRuntimeCPU
+
+    timed = []
+    original = OnnxRuntimeCPU.measure_onnx
+
+    def spy(self, path, *args, **kwargs):
+        timed.append(path)
+        return original(self, path, *args, **kwargs)
+
+    monkeypatch.setattr(OnnxRuntimeCPU, "measure_onnx", spy)
+    report = validate_bundle(bundle[0], protocol=QUICK)
+    assert timed == [bundle[0] / "model.onnx"] and report["measured"]["latency_ms"] > 0
 
 
 @pytest.mark.parametrize("recorded, words", [
@@ -204,7 +307,7 @@ def test_a_file_that_is_not_a_bundle_is_named_as_such(tmp_path):
 def test_output_folder_under_a_file_is_refused_before_any_work(tmp_path):
     (tmp_path / "all.csv").write_text("x\n")
     with pytest.raises(HwnasError) as e:
-        export_bundle(SPACE, ARCH, tmp_path / "all.csv" / "b", input_shape=SHAPE, protocol=QUICK)
+        _export(SPACE, ARCH, tmp_path / "all.csv" / "b", input_shape=SHAPE, protocol=QUICK)
     assert str(e.value) == f"cannot write {tmp_path / 'all.csv' / 'b'} ({tmp_path / 'all.csv'} is a file, not a folder); " \
                           "give a folder path for --out"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["all.csv"]
@@ -213,12 +316,12 @@ def test_output_folder_under_a_file_is_refused_before_any_work(tmp_path):
 def test_arch_index_out_of_range_says_the_range(tmp_path):
     for arch in (-1, "-1", "15625"):
         with pytest.raises(HwnasError, match=r"index (-1|15625) is out of range for nb201"):
-            export_bundle(SPACE, arch, tmp_path / "b", input_shape=SHAPE)
+            _export(SPACE, arch, tmp_path / "b", input_shape=SHAPE)
     assert list(tmp_path.iterdir()) == []
 
 
 def test_arch_with_no_input_to_output_path_exports_and_runs(tmp_path):
-    manifest = export_bundle(SPACE, NO_PATH, tmp_path / "b", input_shape=SHAPE, protocol=QUICK)
+    manifest = _export(SPACE, NO_PATH, tmp_path / "b", input_shape=SHAPE, protocol=QUICK)
     assert manifest["passed"], manifest["failures"]
     sess = ort.InferenceSession(str(tmp_path / "b" / "model.onnx"), providers=["CPUExecutionProvider"])
     y = sess.run(None, {"input": np.random.default_rng(0).standard_normal((4, *SHAPE)).astype(np.float32)})[0]
@@ -228,7 +331,7 @@ def test_arch_with_no_input_to_output_path_exports_and_runs(tmp_path):
 
 def test_budget_failure_is_reported_and_validate_rechecks_with_new_budgets(tmp_path):
     out = tmp_path / "b"
-    manifest = export_bundle(SPACE, ARCH, out, input_shape=SHAPE, protocol=QUICK,
+    manifest = _export(SPACE, ARCH, out, input_shape=SHAPE, protocol=QUICK,
                              budgets={"latency_ms": 1e-6, "energy_mj": 1e3})
     assert not manifest["passed"]
     assert manifest["budget_check"]["latency_ms"]["passed"] is False and manifest["budget_check"]["energy_mj"]["passed"]
@@ -264,7 +367,7 @@ def test_int8_is_smaller_and_reports_its_accuracy_change(tmp_path, mode):
     arch = space.from_string("|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|skip_connect~0|nor_conv_3x3~1|nor_conv_3x3~2|")
     net, data = _trained_digits_net(space, arch)
     out = tmp_path / mode
-    manifest = export_bundle(space, arch, out, model=net, input_shape=data.input_shape, int8=mode, protocol=QUICK,
+    manifest = _export(space, arch, out, model=net, input_shape=data.input_shape, int8=mode, protocol=QUICK,
                              inputs=data.x_test, labels=data.y_test)
     assert manifest["weights"] == {"source": "given model", "batchnorm_calibrated": False}
     assert manifest["int8"]["mode"] == mode
@@ -281,7 +384,7 @@ def test_int8_is_smaller_and_reports_its_accuracy_change(tmp_path, mode):
 
 def test_export_stores_the_measurement_when_given_a_store(tmp_path):
     store = Store(tmp_path / "m.db")
-    manifest = export_bundle(SPACE, ARCH, tmp_path / "b", input_shape=SHAPE, protocol=QUICK, store=store)
+    manifest = _export(SPACE, ARCH, tmp_path / "b", input_shape=SHAPE, protocol=QUICK, store=store)
     [m] = store.measurements(space=SPACE, arch=ARCH)
     assert m.latency_ms == manifest["measured"]["latency_ms"] and m.backend == "onnxruntime-cpu"
     assert m.extra["onnx_sha256"] == manifest["files"]["model.onnx"]["sha256"]
@@ -299,7 +402,7 @@ def test_export_stores_the_measurement_when_given_a_store(tmp_path):
 def test_bad_input_raises_and_writes_nothing(tmp_path, kwargs, words):
     args = {"arch": ARCH, **kwargs}
     with pytest.raises(HwnasError, match=None) as e:
-        export_bundle(SPACE, args.pop("arch"), tmp_path / "b", input_shape=SHAPE, protocol=QUICK, **args)
+        _export(SPACE, args.pop("arch"), tmp_path / "b", input_shape=SHAPE, protocol=QUICK, **args)
     assert words in str(e.value)
     assert list(tmp_path.iterdir()) == []
 
@@ -312,7 +415,7 @@ def test_failed_export_leaves_the_earlier_bundle_as_it_was(bundle, tmp_path):
         (out / p.name).write_bytes(p.read_bytes())
     before = (out / "manifest.json").read_text()
     with pytest.raises(HwnasError):
-        export_bundle(SPACE, ARCH, out, input_shape=SHAPE, calibration=np.zeros((2, 1, 8, 8)), int8=True)
+        _export(SPACE, ARCH, out, input_shape=SHAPE, calibration=np.zeros((2, 1, 8, 8)), int8=True)
     assert (out / "manifest.json").read_text() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["b"]
 
@@ -320,7 +423,7 @@ def test_failed_export_leaves_the_earlier_bundle_as_it_was(bundle, tmp_path):
 def test_export_into_a_folder_that_is_not_a_bundle_is_refused(tmp_path):
     (tmp_path / "notes.txt").write_text("mine")
     with pytest.raises(HwnasError, match="is not an hwnas bundle"):
-        export_bundle(SPACE, ARCH, tmp_path, input_shape=SHAPE)
+        _export(SPACE, ARCH, tmp_path, input_shape=SHAPE)
     assert [p.name for p in tmp_path.iterdir()] == ["notes.txt"]
 
 
@@ -341,7 +444,7 @@ def test_tensorrt_requested_without_it_is_skipped_with_the_reason(tmp_path):
     why = tensorrt_unavailable()
     if why is None:
         pytest.skip("TensorRT works here; test_tensorrt_engine_matches_onnx covers it")
-    manifest = export_bundle(SPACE, ARCH, tmp_path / "b", input_shape=SHAPE, protocol=QUICK, tensorrt=True)
+    manifest = _export(SPACE, ARCH, tmp_path / "b", input_shape=SHAPE, protocol=QUICK, tensorrt=True)
     assert manifest["passed"] and manifest["tensorrt"] == {"skipped": f"TensorRT is not available here: {why}",
                                                             "precision": "fp16"}
     assert not (tmp_path / "b" / "model.engine").exists()
@@ -352,7 +455,7 @@ def test_tensorrt_engine_matches_onnx(tmp_path, precision):
     why = tensorrt_unavailable()
     if why:
         pytest.skip(f"TensorRT is not available here: {why}")
-    manifest = export_bundle(SPACE, ARCH, tmp_path / "b", input_shape=SHAPE, protocol=QUICK, tensorrt=True,
+    manifest = _export(SPACE, ARCH, tmp_path / "b", input_shape=SHAPE, protocol=QUICK, tensorrt=True,
                              tensorrt_precision=precision, int8="static" if precision == "int8" else False,
                              backend="tensorrt")
     assert manifest["tensorrt"]["precision"] == precision and (tmp_path / "b" / "model.engine").is_file()
