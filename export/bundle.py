@@ -45,6 +45,7 @@ from hwnas.export.manifest import (
     write_manifest,
 )
 from hwnas.export.network import (
+    CALIBRATION_BATCH,
     MAX_REAL_SAMPLES,
     calibrate_batchnorm,
     check_labels,
@@ -127,9 +128,11 @@ class ExportOptions:
             return cls(**options)
         raise HwnasError(f"export options must be an ExportOptions or a dict, not {type(options).__name__}")
 
-    def checked(self, space: SearchSpace) -> tuple[tuple[int, ...], str | None, dict[str, float]]:
+    def checked(self, space: SearchSpace, real_samples: int = 0) -> tuple[tuple[int, ...], str | None, dict[str, float]]:
         """Check every option against `space` before anything is written: the input shape (and that the network
-        fits in memory), the int8 mode and the budgets, returned; anything else wrong is one HwnasError."""
+        fits in memory at the largest batch the export runs: the timed batch, the parity samples, BatchNorm
+        calibration's 16 and `real_samples` given ones), the int8 mode and the budgets, returned; anything else
+        wrong is one HwnasError."""
         shape = _resolve_shape(space, self.input_shape)
         if self.exporter not in EXPORTERS:
             raise HwnasError(f"unknown ONNX exporter {quote(self.exporter)}; accepted: {', '.join(EXPORTERS)}")
@@ -147,7 +150,7 @@ class ExportOptions:
         if self.tensorrt and self.tensorrt_precision == "int8" and mode != "static":
             raise HwnasError("a TensorRT int8 engine is built from the static int8 (QDQ) model; add int8='static' "
                              "(CLI: --int8 static)")
-        space.check_fits(shape, max(self.batch, self.samples))
+        space.check_fits(shape, max(self.batch, self.samples, CALIBRATION_BATCH, min(real_samples, MAX_REAL_SAMPLES)))
         return shape, mode, budgets
 
 
@@ -184,7 +187,7 @@ def export_bundle(
     report = reporter_or_null(reporter)
     space = space if isinstance(space, SearchSpace) else get_space(space)
     arch = space.parse(arch)
-    shape, mode, budgets = opts.checked(space)
+    shape, mode, budgets = opts.checked(space, len(inputs) if hasattr(inputs, "__len__") else 0)
     real = check_samples(inputs, shape, "inputs")
     real_labels = check_labels(labels, real)
     calib = check_samples(calibration, shape, "calibration")

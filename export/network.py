@@ -16,6 +16,8 @@ from hwnas.errors import HwnasError
 #: real samples kept in parity.npz (and used to check int8 accuracy) at most
 MAX_REAL_SAMPLES = 256
 PARITY_KINDS = ("random", "smooth", "real")
+#: samples per forward pass when BatchNorm statistics are calibrated
+CALIBRATION_BATCH = 16
 
 
 @contextlib.contextmanager
@@ -39,7 +41,7 @@ def one_torch_thread(fn):
     return wrapper
 
 
-def calibrate_batchnorm(net: nn.Module, x: np.ndarray | torch.Tensor, batch_size: int = 16) -> nn.Module:
+def calibrate_batchnorm(net: nn.Module, x: np.ndarray | torch.Tensor, batch_size: int = CALIBRATION_BATCH) -> nn.Module:
     """Set every BatchNorm's running statistics to their average over `x` in batches of `batch_size` (forward
     passes in train mode, no gradients), then return the net in eval mode. Untrained networks keep BatchNorm's
     initial statistics (mean 0, variance 1), under which NB201 cells shrink the signal until the logits barely

@@ -27,9 +27,9 @@ from hwnas.export import (
     load_samples,
     load_weights_into,
     read_search_result,
+    sample_shape,
     validate_bundle,
 )
-from hwnas.export.sources import sample_shape
 from hwnas.measurement import budgets_from
 from hwnas.profilers import BACKENDS, PROTOCOL_NAMES, TimingProtocol
 from hwnas.spaces import get_space
