@@ -228,7 +228,7 @@ def check_budgets(budgets: dict | None) -> dict[str, float]:
             raise HwnasError(f"unknown budget {quote(key)}; accepted: {', '.join(BUDGET_KEYS)}")
         v = float(value) if isinstance(value, numbers.Real) and not isinstance(value, bool) else float("nan")
         if not (v > 0 and math.isfinite(v)):
-            raise HwnasError(f"budget {key}={quote(value)} is not accepted; give a positive number")
+            raise HwnasError(f"the {key} budget {quote(value)} is not accepted; give a finite positive number")
         out[key] = float(v)
     return out
 

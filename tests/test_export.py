@@ -245,8 +245,8 @@ def test_bad_tolerances_given_to_validate_are_refused(bundle, rtol, atol):
 
 def test_bad_budgets_in_the_manifest_are_one_line(bundle, tmp_path):
     out = _copy_bundle(bundle[0], tmp_path / "b")
-    for budgets, words in (({"latency_ms": "fast"}, "budget latency_ms='fast' is not accepted"),
-                           ({"latency_ms": float("nan")}, "budget latency_ms=nan is not accepted"),
+    for budgets, words in (({"latency_ms": "fast"}, "the latency_ms budget 'fast' is not accepted"),
+                           ({"latency_ms": float("nan")}, "the latency_ms budget nan is not accepted"),
                            ({"latency_us": 3}, "unknown budget 'latency_us'"), ([1, 2], "budgets [1, 2] are malformed")):
         _rewrite_manifest(out, budgets=budgets)
         with pytest.raises(HwnasError) as e:
@@ -401,7 +401,7 @@ def test_export_stores_the_measurement_when_given_a_store(tmp_path):
     ({"arch": "|bogus~0|+|none~0|none~1|+|none~0|none~1|none~2|"}, "unknown operation 'bogus'"),
     ({"int8": "fp4"}, "unknown int8 mode"),
     ({"budgets": {"latency_us": 3}}, "unknown budget 'latency_us'"),
-    ({"budgets": {"latency_ms": -1}}, "give a positive number"),
+    ({"budgets": {"latency_ms": -1}}, "give a finite positive number"),
     ({"inputs": np.zeros((4, 3, 8, 8), np.float32)}, "accepted: (N, 3, 16, 16)"),
     ({"backend": "nosuch"}, "nosuch"),
     ({"tensorrt": True, "tensorrt_precision": "int8"}, "int8='static' (CLI: --int8 static)"),
@@ -589,7 +589,7 @@ def test_export_options_from_a_dict_and_unknown_keys():
 @pytest.mark.parametrize("kwargs, words", [
     ({"rtol": float("nan")}, "tolerance rtol=nan is not accepted"),
     ({"atol": -1.0}, "tolerance atol=-1.0 is not accepted"),
-    ({"budgets": {"latency_ms": float("inf")}}, "budget latency_ms=inf is not accepted"),
+    ({"budgets": {"latency_ms": float("inf")}}, "the latency_ms budget inf is not accepted"),
     ({"batch": 0}, "batch=0 is not accepted"),
     ({"exporter": "onnxscript"}, "unknown ONNX exporter 'onnxscript'"),
     ({"inputs": np.full((2, 3, 16, 16), np.nan, np.float32)}, "inputs hold NaN or infinite values"),
