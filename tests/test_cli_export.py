@@ -243,6 +243,8 @@ def test_help_texts():
         r = invoke(command, "--help")
         assert r.exit_code == 0
     assert "Exit status" in invoke("validate", "--help").output and "--from-search" in invoke("export", "--help").output
+    assert "--exporter" in invoke("export", "--help").output
+    assert "--allow-missing-weights" in invoke("validate", "--help").output
 
 
 def test_backend_not_on_this_machine_is_one_line_exit_2(bundle):

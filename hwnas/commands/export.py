@@ -19,6 +19,7 @@ from hwnas.commands.common import (
 )
 from hwnas.errors import HwnasError
 from hwnas.export import (
+    EXPORTERS,
     INT8_MODES,
     TENSORRT_PRECISIONS,
     ExportOptions,
@@ -72,6 +73,9 @@ def check_options(f):
 @click.option("--dataset", default=None, metavar="NAME|PATH",
               help="Real samples (digits, synthetic, a CIFAR-10 folder, an .npz with x and y): parity inputs, int8 "
                    "calibration and int8 accuracy change. Default: seeded random inputs only.")
+@click.option("--exporter", default="auto", show_default=True, type=click.Choice(EXPORTERS),
+              help="ONNX exporter: auto (TorchScript, deprecated in recent torch; dynamo where it fails or is gone), "
+                   "torchscript or dynamo. The manifest records the one that ran and its opset.")
 @click.option("--int8", type=click.Choice(INT8_MODES), is_flag=False, flag_value="static", default=None,
               help="Also write model.int8.onnx with ONNX Runtime quantisation: static (calibrated, QDQ; the default "
                    "when --int8 has no value) or dynamic.")
@@ -90,7 +94,7 @@ def check_options(f):
 @run_dir_option
 @store_option
 @json_option
-def export(space, arch, from_search, weights, input_shape, dataset, int8, tensorrt, tensorrt_precision, budget_ms,
+def export(space, arch, from_search, weights, input_shape, dataset, exporter, int8, tensorrt, tensorrt_precision, budget_ms,
            budget_mj, out_dir, backend_name, threads, protocol, rtol, atol, batch, seed, run_dir, store_url, as_json):
     """Export an architecture as a deployable bundle: ONNX (optionally int8 and a TensorRT engine), weights,
     parity inputs and a manifest with SHA-256 hashes, the exporter that ran, parity figures, predicted vs
@@ -108,7 +112,7 @@ def export(space, arch, from_search, weights, input_shape, dataset, int8, tensor
     data = load_samples(dataset) if dataset else (None, None)
     shape = sample_shape(s, input_shape, data[0], f"--dataset {dataset}")
     options = ExportOptions(
-        input_shape=shape, int8=int8 or False, tensorrt=tensorrt, tensorrt_precision=tensorrt_precision,
+        input_shape=shape, exporter=exporter, int8=int8 or False, tensorrt=tensorrt, tensorrt_precision=tensorrt_precision,
         predicted=result.get("predicted") or {}, accuracy=result.get("test_accuracy"),
         budgets={**(result.get("budgets") or {}), **budgets_from(budget_ms, budget_mj)}, backend=backend_name,
         threads=threads or 1, batch=batch, rtol=1e-3 if rtol is None else rtol, atol=1e-4 if atol is None else atol,
