@@ -80,7 +80,8 @@ def test_exported_onnx_runs_in_onnxruntime_and_matches_pytorch(bundle):
 
 def test_dynamo_exporter_gives_the_same_network(tmp_path):
     manifest = _export(SPACE, ARCH, tmp_path / "b", input_shape=SHAPE, exporter="dynamo", protocol=QUICK)
-    assert manifest["exporter"] == "dynamo" and manifest["opset"] >= 18
+    assert manifest["exporter"] == "dynamo" and manifest["exporter_requested"] == "dynamo" and manifest["opset"] >= 18
+    assert manifest["exporter_note"] is None
     assert manifest["parity"]["passed"] and manifest["parity"]["random"]["top1_agreement"] == 1.0
     assert validate_bundle(tmp_path / "b", measure=False)["passed"]
 
@@ -662,3 +663,17 @@ print(' '.join(loaded()))
     after_profilers, after_export = r.stdout.splitlines()
     assert after_profilers == "-"  # the profilers (and the conversion below them) load nothing of export
     assert after_export and all(m.startswith("hwnas.export") for m in after_export.split())
+
+
+def test_an_interrupted_export_leaves_the_earlier_bundle_and_no_partial_folder(bundle, tmp_path, monkeypatch):
+    out = _copy_bundle(bundle[0], tmp_path / "b")
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("hwnas.export.bundle.export_onnx", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        _export(SPACE, ARCH, out, input_shape=SHAPE, protocol=QUICK)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["b"]
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
