@@ -17,6 +17,8 @@ writes the manifest; hwnas.export.network holds the PyTorch side).
 """
 from __future__ import annotations
 
+import math
+import numbers
 import os
 import shutil
 from dataclasses import dataclass, field, fields
@@ -144,6 +146,9 @@ class ExportOptions:
                 raise HwnasError(f"{name}={quote(value)} is not accepted; give a positive whole number")
         check_tolerance("rtol", self.rtol)
         check_tolerance("atol", self.atol)
+        _numbers(self.predicted, "predicted")
+        if self.accuracy is not None and not _is_finite_number(self.accuracy):
+            raise HwnasError(f"accuracy {quote(self.accuracy)} is not accepted; give a finite number or None")
         if self.tensorrt_precision not in TENSORRT_PRECISIONS:
             raise HwnasError(f"unknown TensorRT precision {quote(self.tensorrt_precision)}; accepted: "
                              f"{', '.join(TENSORRT_PRECISIONS)}")
@@ -298,7 +303,12 @@ def _resolve_shape(space: SearchSpace, input_shape) -> tuple[int, ...]:
     return space.check_input_shape(input_shape)
 
 
+def _is_finite_number(v) -> bool:
+    return isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(v)
+
+
 def _numbers(values, what: str) -> dict[str, float]:
+    """{target: finite number} (None values dropped); anything else is one HwnasError."""
     if values is None:
         return {}
     if not isinstance(values, dict):
@@ -307,10 +317,9 @@ def _numbers(values, what: str) -> dict[str, float]:
     for k, v in values.items():
         if v is None:
             continue
-        try:
-            out[str(k)] = float(v)
-        except (TypeError, ValueError):
-            raise HwnasError(f"{what} {k}={quote(v)} is not a number") from None
+        if not _is_finite_number(v):
+            raise HwnasError(f"{what} {k}={quote(v)} is not accepted; give a finite number")
+        out[str(k)] = float(v)
     return out
 
 

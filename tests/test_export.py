@@ -593,6 +593,8 @@ def test_export_options_from_a_dict_and_unknown_keys():
     ({"budgets": {"latency_ms": float("inf")}}, "the latency_ms budget inf is not accepted"),
     ({"batch": 0}, "batch=0 is not accepted"),
     ({"exporter": "onnxscript"}, "unknown ONNX exporter 'onnxscript'"),
+    ({"accuracy": "high"}, "accuracy 'high' is not accepted"),
+    ({"predicted": {"latency_ms": "fast"}}, "predicted latency_ms='fast' is not accepted"),
     ({"inputs": np.full((2, 3, 16, 16), np.nan, np.float32)}, "inputs hold NaN or infinite values"),
 ])
 def test_more_bad_export_inputs_are_refused_before_writing(tmp_path, kwargs, words):
