@@ -259,10 +259,13 @@ class SearchSpace(ABC):
     def relax(self, alpha: torch.Tensor) -> torch.Tensor:
         """Mixing weights in the same layout as `encode`, so a predictor fitted on one-hot codes accepts relaxed
         ones. `alpha` has shape alpha_shape (or (..., *alpha_shape) for a batch)."""
-        weights = self.mixing_weights(alpha)
+        return self.code_from_weights(self.mixing_weights(alpha))
+
+    def code_from_weights(self, weights: torch.Tensor) -> torch.Tensor:
+        """Mixing weights (..., *alpha_shape) in the flat code's layout (..., code_length)."""
         if not self.ragged:
             return weights.flatten(start_dim=-2)
-        return weights[..., torch.as_tensor(self.alpha_mask, device=alpha.device)]
+        return weights[..., torch.as_tensor(self.alpha_mask, device=weights.device)]
 
     def derive(self, alpha: torch.Tensor) -> Arch:
         """The discrete architecture with the strongest existing option at every decision."""
