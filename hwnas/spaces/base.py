@@ -217,7 +217,7 @@ class SearchSpace(ABC):
     @property
     def alpha_mask(self) -> np.ndarray:
         """Boolean (decisions, most options): True where the option exists."""
-        return _mask(tuple(self.options_per_decision()))
+        return _mask(tuple(self.options_per_decision())).copy()
 
     @property
     def code_offsets(self) -> np.ndarray:
