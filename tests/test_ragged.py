@@ -140,10 +140,10 @@ def test_lookup_table_and_cost_term_on_a_ragged_space(space):
     alpha = torch.zeros(space.alpha_shape, requires_grad=True)
     # uniform over the existing options only: the expected cost is the mean over all architectures
     assert float(cost.value(alpha.detach())) == pytest.approx(y.mean(), abs=2e-2)
-    loss, values = total_loss(torch.tensor(0.0), alpha, [cost])
+    loss, _ = total_loss(torch.tensor(0.0), alpha, [cost])
     loss.backward()
     assert alpha.grad[~torch.as_tensor(space.alpha_mask)].abs().sum() == 0  # padding gets no gradient
-    fitted_table, fitted_base = op_table_from_measurements(space, archs, y)
+    fitted_table, _ = op_table_from_measurements(space, archs, y)
     assert fitted_table.shape == (4, 4) and np.all(fitted_table[~space.alpha_mask] == 0)
     # a differentiable predictor (MLP on one-hot codes) and a plain cost function work the same way
     mlp = get_predictor("mlp", space=space, epochs=50).fit(space.encode_many(archs), y)
