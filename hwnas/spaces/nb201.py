@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from hwnas.errors import HwnasError
+from hwnas.errors import HwnasError, quote
 from hwnas.spaces.analysis import ModelProfile, profile_model
 from hwnas.spaces.base import Arch, Graph, SearchSpace, bounded_int, check_convention
 from hwnas.spaces.registry import register_space
@@ -226,25 +226,26 @@ class NB201Space(SearchSpace):
     def from_string(self, text: str) -> Arch:
         s = str(text).strip()
         hint = f"expected NAS-Bench-201's form, e.g. {EXAMPLE}"
+        shown = quote(s)  # at most ~200 characters of what was given
         nodes = s.split("+")
         if len(nodes) != 3:
-            raise HwnasError(f"malformed nb201 architecture {s!r}: {len(nodes)} node(s) separated by '+', need 3; {hint}")
+            raise HwnasError(f"malformed nb201 architecture {shown}: {len(nodes)} node(s) separated by '+', need 3; {hint}")
         choices: list[int] = []
         for node, part in enumerate(nodes, start=1):
             if not (part.startswith("|") and part.endswith("|")) or len(part) < 2:
-                raise HwnasError(f"malformed nb201 architecture {s!r}: node {node} {part!r} must be wrapped in '|'; {hint}")
+                raise HwnasError(f"malformed nb201 architecture {shown}: node {node} {quote(part, 60)} must be wrapped in '|'; {hint}")
             edges = part[1:-1].split("|")
             if len(edges) != node:
-                raise HwnasError(f"malformed nb201 architecture {s!r}: node {node} has {len(edges)} edge(s), needs {node}; {hint}")
+                raise HwnasError(f"malformed nb201 architecture {shown}: node {node} has {len(edges)} edge(s), needs {node}; {hint}")
             for i, edge in enumerate(edges):
                 m = _NODE_RE.match(edge)
                 if not m:
-                    raise HwnasError(f"malformed nb201 architecture {s!r}: edge {edge!r} is not 'op~input'; {hint}")
+                    raise HwnasError(f"malformed nb201 architecture {shown}: edge {quote(edge, 60)} is not 'op~input'; {hint}")
                 op, source = m.group(1), int(m.group(2))
                 if op not in OPS:
-                    raise HwnasError(f"malformed nb201 architecture {s!r}: unknown operation {op!r}; accepted: {', '.join(OPS)}")
+                    raise HwnasError(f"malformed nb201 architecture {shown}: unknown operation {quote(op, 60)}; accepted: {', '.join(OPS)}")
                 if source != i:
-                    raise HwnasError(f"malformed nb201 architecture {s!r}: edge {edge!r} of node {node} must read node {i}; {hint}")
+                    raise HwnasError(f"malformed nb201 architecture {shown}: edge {quote(edge, 60)} of node {node} must read node {i}; {hint}")
                 choices.append(OPS.index(op))
         return Arch(self.name, tuple(choices))
 
