@@ -159,7 +159,7 @@ def fit_from_store(store, space: SearchSpace | str, device: str | None = None, b
             f"{len(rows)} {target} measurement(s) of {sp.spec} on device {device!r} with backend {backend_name!r}, "
             f"input {'x'.join(map(str, shape))}, batch {batch}; a predictor needs at least {MIN_MEASUREMENTS}: "
             "run `hwnas profile` first")
-    probe = get_predictor(predictor, encoding=encoding, **dict(settings or {}))
+    probe = get_predictor(predictor, encoding=encoding, space=sp, **dict(settings or {}))
     archs = [sp.from_string(m.arch) for m in rows]
     X = encode_archs(sp, archs, probe.encoding, shape)
     y = np.array([getattr(m, target) for m in rows], np.float64)
@@ -223,7 +223,7 @@ def fit_from_csv(path: str | Path, arch_column: str, target: str, space: SearchS
     sp = _space(space)
     shape = sp.check_input_shape(input_shape or sp.default_input_shape)
     _, archs, y = read_table(path, sp, arch_column, target)
-    probe = get_predictor(predictor, encoding=encoding, **dict(settings or {}))
+    probe = get_predictor(predictor, encoding=encoding, space=sp, **dict(settings or {}))
     X = encode_archs(sp, archs, probe.encoding, shape)
     fitted, metrics = fit_predictor(X, y, predictor, probe.encoding, holdout, seed, settings)
     fitted.metadata.update({

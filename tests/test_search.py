@@ -73,8 +73,8 @@ def test_dual_ascent_raises_multiplier_over_budget_and_settles_at_budget(space):
         values.append(costs["latency_ms"])
         duals.append(cost.dual)
         assert cost.multiplier >= 0
-    over = [i for i in range(1, 100) if values[i] > budget]
-    assert over and all(duals[i] > duals[i - 1] for i in over)  # dual ascent: rises while over budget
+    over = [i for i in range(1, 100) if values[i] > budget * (1 + cost.tolerance)]
+    assert over and all(duals[i] > duals[i - 1] for i in over)  # dual ascent: rises while over budget (dead band aside)
     assert max(duals) > 0.1 and cost.multiplier > 0
     assert abs(np.mean(values[-50:]) / budget - 1) < 0.05  # lands at the budget, no hand-tuned weight
     # the relaxed expected cost is exact for a table: base + sum(softmax(alpha) * table)
@@ -105,7 +105,7 @@ def test_target_mode_pulls_an_unused_budget_up_and_cap_mode_does_not(space):
     table = additive_table(space)
     target = HardwareCost(space, "latency_ms", 4.0, table=table, track="relaxed", mode="target")
     landed = np.mean([v["latency_ms"] for v in cheap_task_search(space, [target])[-50:]])
-    assert target.multiplier < 0 or target.dual < 0  # pulled up while under budget
+    assert target.pull > 0 and target.multiplier == 0.0  # pulled up while under budget; the multiplier stays >= 0
     assert abs(landed / 4.0 - 1) < 0.05
     cap = HardwareCost(space, "latency_ms", 4.0, table=table, track="relaxed", mode="cap")
     left = np.mean([v["latency_ms"] for v in cheap_task_search(space, [cap])[-50:]])
@@ -189,13 +189,16 @@ def test_search_raises_multiplier_over_budget_and_lands_near_budget(space, digit
                             epochs=8, seed=0, progress=False, out_dir=tmp_path)
     steps = [s for row in r.history for s in row["steps"]]
     assert steps[0]["cost"]["latency_ms"] > budget  # the uniform mixture starts over budget
-    # dual ascent on the derived architecture's predicted cost: the dual variable rises while it is over budget
+    # dual ascent on the relaxed expected cost: the dual variable rises while it is over budget (beyond the dead band)
+    assert r.history[0]["tracks"] == {"latency_ms": "relaxed"}
     rises = [b["dual"]["latency_ms"] > a["dual"]["latency_ms"] for a, b in itertools.pairwise(steps)
-             if b["derived_cost"]["latency_ms"] > budget]
+             if b["cost"]["latency_ms"] > budget * 1.02]
     assert rises and all(rises)
     assert max(s["multiplier"]["latency_ms"] for s in steps) > 0
-    # the search lands at the budget: the discretised architecture is predicted within it and uses most of it
-    assert 0.85 * budget <= r.predicted["latency_ms"] <= budget
+    # the relaxed cost settles at the budget; the discretised architecture is predicted within it and uses most of
+    # it (with track="relaxed", the default since it settles, the argmax sits ~80% of the budget on this toy task)
+    assert abs(r.history[-1]["cost"]["latency_ms"] / budget - 1) < 0.1
+    assert 0.7 * budget <= r.predicted["latency_ms"] <= budget
     assert r.measured is None and not r.within_budget  # not measured (no backend): never reported within budget
     assert (tmp_path / "search_cost.png").stat().st_size > 1000
     assert r.to_dict()["arch"] == space.to_string(r.arch)
@@ -214,7 +217,7 @@ def test_discretise_moves_over_budget_arch_to_best_feasible_neighbour(space):
     assert arch in space.neighbours(all_conv)
     assert cost.predict_arch([arch])[0] <= budget
     assert arch.choices == (CONV3, CONV3, CONV3, CONV3, 2, CONV3)
-    assert moves[0] == space.to_string(all_conv) and moves[-1] == space.to_string(arch)
+    assert moves[0] == all_conv and moves[-1] == arch
     # far over budget: several moves, still feasible; impossible budget: a clear error
     arch2, moves2 = derive_within_budget(space, alpha, [HardwareCost(space, "latency_ms", 2.0, table=table)])
     assert cost.predict_arch([arch2])[0] <= 2.0 and len(moves2) > 2
@@ -233,12 +236,12 @@ def test_discretise_prefers_a_feasible_architecture_the_search_derived_lately(sp
     one_conv1x1 = Arch(space.name, (CONV3, CONV3, 2, CONV3, CONV3, CONV3))  # feasible, seen at the end of the search
     too_dear = all_conv  # seen too, but over budget
     cheap = Arch(space.name, (0,) * 6)  # feasible but improbable
-    recent = [space.to_string(a) for a in (too_dear, cheap, one_conv1x1, too_dear)]
+    recent = [too_dear, cheap, one_conv1x1, too_dear]
     arch, moves = derive_within_budget(space, alpha, [cost], recent=recent)
-    assert arch == one_conv1x1 and moves == [space.to_string(all_conv), space.to_string(one_conv1x1)]
+    assert arch == one_conv1x1 and moves == [all_conv, one_conv1x1]
     # no feasible recent one left (measured over budget, so excluded): the neighbour rule takes over
     arch, _ = derive_within_budget(space, alpha, [cost], recent=recent[:1] + recent[2:],
-                                   exclude={space.to_string(one_conv1x1)})
+                                   exclude={one_conv1x1})
     assert arch.choices == (CONV3, CONV3, CONV3, CONV3, 2, CONV3)
 
 

@@ -12,7 +12,7 @@ from hwnas.search.strategy import STRATEGIES
 
 # What the search's cost term accepts: differentiable on one-hot codes, or an additive per-operation table.
 SEARCH_COST_PREDICTORS = [n for n in PREDICTORS.names() if PREDICTORS.get(n).default_encoding == "onehot"
-                          and (PREDICTORS.get(n).differentiable or hasattr(PREDICTORS.get(n), "table_for"))]
+                          and (PREDICTORS.get(n).differentiable or PREDICTORS.get(n).additive)]
 
 
 @click.command()

@@ -17,6 +17,7 @@ from hwnas.measurement import TARGETS
 from hwnas.search.cost import HardwareCost
 from hwnas.search.discretise import derive_within_budget, predicted
 from hwnas.search.strategy import get_strategy, run_search
+from hwnas.spaces.base import Arch
 
 
 @dataclass
@@ -92,12 +93,14 @@ def search_under_budget(space, dataset, predictors: dict[str, Any], budgets: dic
         if progress:
             from hwnas.commands.common import console
 
-            parts = "  ".join(f"{t} {row['cost'][t]:.4g}/{row['budget'][t]:g} λ {row['multiplier'][t]:.3f}" for t in row["cost"])
+            parts = "  ".join(f"{t}: relaxed {row['cost'][t]:.4g}, derived {row['derived_cost'][t]:.4g}, budget "
+                              f"{row['budget'][t]:g}; λ {row['multiplier'][t]:.3f} (follows {row['tracks'][t]})"
+                              + (f", pull {row['pull'][t]:.3f}" if row['pull'][t] else "") for t in row["cost"])
             console.print(f"{strategy}: epoch {row['epoch']:>3}/{epochs}  loss {row['loss']:.3f}  "
                           f"acc {row['accuracy']:.3f}  {parts}", soft_wrap=True)
 
     history = run_search(strat, dataset, epochs, batch_size, on_epoch=show)
-    recent = [step["derived"] for step in (history[-1].get("steps") or [])] if history else []
+    recent = list(strat.recent_archs)
     result = discretise_and_verify(space, strat.alpha, costs, backend=backend, store=store, input_shape=shape,
                                    batch=batch, max_repairs=max_repairs, protocol=protocol, progress=progress,
                                    recent=recent)
@@ -133,9 +136,9 @@ def discretise_and_verify(space, alpha: torch.Tensor, costs: list[HardwareCost],
     architecture is within every budget or `max_repairs` repairs are spent."""
     shape = tuple(input_shape or space.default_input_shape)
     budgets = {c.target: c.budget for c in costs}
-    over: set[str] = set()
+    over: set[Arch] = set()
     attempts: list[dict[str, Any]] = []
-    extra: dict[str, list[tuple[str, float]]] = {c.target: [] for c in costs}  # measured here, for refits
+    extra: dict[str, list[tuple[Arch, float]]] = {c.target: [] for c in costs}  # measured here, for refits
     used = 0
     arch = None
     for _ in range(max_repairs + 1):
@@ -165,10 +168,10 @@ def discretise_and_verify(space, alpha: torch.Tensor, costs: list[HardwareCost],
             console.print(f"measured {space.to_string(arch)}: {figures} -> {verdict}", markup=False, soft_wrap=True)
         if ok:
             return SearchResult(arch, space.to_string(arch), space.spec, "", budgets, pred, measured, True, [], used, attempts)
-        over.add(space.to_string(arch))
+        over.add(arch)
         for c in costs:
             if measured.get(c.target) is not None:
-                extra[c.target].append((space.to_string(arch), measured[c.target]))
+                extra[c.target].append((arch, measured[c.target]))
         refit_costs(space, costs, extra, backend=backend, store=store, input_shape=shape, batch=batch)
     return SearchResult(arch, space.to_string(arch), space.spec, "", budgets, predicted(costs, arch), attempts[-1]["measured"],
                         False, [], used, attempts, note=f"no measured architecture met the budget after {max_repairs} repairs")
@@ -184,7 +187,7 @@ def _measure(space, arch, backend, store, shape, batch, protocol) -> tuple[dict[
     return {"latency_ms": m.latency_ms, "energy_mj": m.energy_mj}, new
 
 
-def refit_costs(space, costs: list[HardwareCost], extra: dict[str, list[tuple[str, float]]], backend=None, store=None,
+def refit_costs(space, costs: list[HardwareCost], extra: dict[str, list[tuple[Arch, float]]], backend=None, store=None,
                 input_shape=None, batch: int = 1, min_rows: int = 8) -> None:
     """After an over-budget measurement: refit each cost's predictor on the store's measurements for this key
     plus those made here; without enough data, scale its predictions so that no architecture measured here
@@ -193,24 +196,23 @@ def refit_costs(space, costs: list[HardwareCost], extra: dict[str, list[tuple[st
 
     rows: dict[str, float] = {}
     for c in costs:
-        data: dict[str, float] = {}
+        data: dict[Arch, float] = {}
         if store is not None and backend is not None:
             for m in store.measurements(device=backend.device_id(), backend=backend.name, space=space.spec,
                                         input_shape=input_shape, batch=batch):
                 value = getattr(m, c.target)
                 if value is not None:
-                    data[m.arch] = float(value)
+                    data[space.from_string(m.arch)] = float(value)  # read once, at the store's edge
         data.update(dict(extra.get(c.target, [])))
         rows[c.target] = len(data)
         if len(data) >= min_rows and c.predictor is not None:  # a bare table (no predictor) can only be rescaled
             old = c.predictor
             fresh = get_predictor(old.name, log_target=old.log_target, seed=old.seed, **old.settings)
-            archs = [space.from_string(a) for a in data]
-            fresh.fit(space.encode_many(archs), np.array(list(data.values())))
+            fresh.fit(space.encode_many(list(data)), np.array(list(data.values())))
             fresh.metadata = {**old.metadata, "refitted_on": len(data)}
             c.set_predictor(fresh)
         elif extra.get(c.target):
-            archs = [space.from_string(a) for a, _ in extra[c.target]]
+            archs = [a for a, _ in extra[c.target]]
             ratio = np.array([v for _, v in extra[c.target]]) / c.predict_arch(archs)
             c.scale *= float(max(1.0, ratio.max()) * 1.01)
 
