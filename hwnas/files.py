@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import errno
 import os
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
@@ -19,6 +20,11 @@ def atomic_write(path: str | Path, mode: str = "w", **open_kwargs) -> Iterator[I
     """Write to a temporary file beside `path` and rename it over `path` only when the block succeeds: on any
     error (disk full, KeyboardInterrupt) the previous file, if any, is untouched and no partial file remains."""
     path = Path(path)
+    for folder in (path.parent, *path.parent.parents):
+        if folder.exists():
+            if not folder.is_dir():  # "m.db/x.csv" under a file: name the path asked for, as open() would
+                raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), str(path))
+            break
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
     os.close(fd)
