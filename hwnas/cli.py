@@ -25,14 +25,14 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
                 "Measure architectures of a space on this device and keep every measurement in the store."),
     "measurements": ("profile", "measurements", "List, export and import stored measurements."),
     "fit": ("fit", "fit", "Fit a latency or energy predictor and save it (parameters and metadata, no pickles)."),
-    "predict": ("fit", "predict", "Predict latency or energy with a saved predictor, for architectures or for every "
-                "row of a CSV file."),
+    "predict": ("fit", "predict", ("Predict latency or energy with a saved predictor, for architectures or for every "
+                                   "row of a CSV file.")),
     "search": ("search", "search", "Search for the most accurate architecture within a latency (and/or energy) budget."),
-    "export": ("export", "export", "Export an architecture as a deployable bundle: ONNX (optionally int8 and a "
-               "TensorRT engine), weights, parity inputs and a manifest."),
+    "export": ("export", "export", ("Export an architecture as a deployable bundle: ONNX (optionally int8 and a "
+                                    "TensorRT engine), weights, parity inputs and a manifest.")),
     "validate": ("export", "validate", "Re-check a bundle written by `hwnas export`, here and now."),
-    "run": ("run", "run", "Profile this device, fit a latency predictor, search under the budget, retrain, export "
-            "to ONNX and measure the exported model against the budget."),
+    "run": ("run", "run", ("Profile this device, fit a latency predictor, search under the budget, retrain, export "
+                           "to ONNX and measure the exported model against the budget.")),
 }
 
 
