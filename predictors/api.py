@@ -191,7 +191,7 @@ def read_table(path: str | Path, space: SearchSpace, arch_column: str, target: s
                ) -> tuple[list[dict[str, str]], list[Arch], np.ndarray | None]:
     """Rows of a CSV file, their parsed architectures (strings or indices) and (if `target`) the target column as
     floats; any bad cell is a HwnasError naming its line."""
-    from hwnas.store import read_csv_rows
+    from hwnas.files import read_csv_rows
 
     rows = read_csv_rows(path)
     header = list(rows[0].keys())

@@ -50,7 +50,7 @@ DEFAULT_SETTINGS = {"rf": {"n_estimators": 30}}
 def _read_column(path: str, mtime: float, column: str, space_spec: str) -> tuple[np.ndarray, np.ndarray]:
     """(space indices, values) of one numeric column of a wide table keyed by an `arch` column."""
     from hwnas.spaces import get_space
-    from hwnas.store import read_csv_rows
+    from hwnas.files import read_csv_rows
 
     space = get_space(space_spec)
     rows = read_csv_rows(path)
