@@ -11,7 +11,9 @@ from hwnas.errors import HwnasError
 from hwnas.predictors import LookupTablePredictor, get_predictor
 from hwnas.search import (
     STRATEGIES,
+    BudgetSearchOptions,
     HardwareCost,
+    TabularOptions,
     derive_within_budget,
     discretise_and_verify,
     get_strategy,
@@ -185,8 +187,8 @@ def test_unknown_strategy_lists_known_ones():
 def test_search_raises_multiplier_over_budget_and_lands_near_budget(space, digits, macs_predictor, tmp_path):
     predictor, kmacs = macs_predictor
     budget = float(np.percentile(kmacs, 20))
-    r = search_under_budget(space, digits, {"latency_ms": predictor}, {"latency_ms": budget}, strategy="darts",
-                            epochs=8, seed=0, progress=False, out_dir=tmp_path)
+    r = search_under_budget(space, digits, {"latency_ms": predictor}, {"latency_ms": budget},
+                            BudgetSearchOptions(strategy="darts", epochs=8, seed=0), out_dir=tmp_path)
     steps = [s for row in r.history for s in row["steps"]]
     assert steps[0]["cost"]["latency_ms"] > budget  # the uniform mixture starts over budget
     # dual ascent on the derived architecture's predicted cost: the dual variable rises while it is over budget
@@ -298,7 +300,7 @@ def test_unreachable_budget_is_never_reported_within_budget(space, digits, measu
 
 def test_train_arch_from_scratch_reports_test_accuracy(space, digits):
     arch = space.from_string("|nor_conv_3x3~0|+|nor_conv_3x3~0|skip_connect~1|+|skip_connect~0|nor_conv_3x3~1|skip_connect~2|")
-    model, acc = train_arch(space, arch, digits, epochs=4, seed=0, progress=False)
+    model, acc = train_arch(space, arch, digits, epochs=4, seed=0)
     assert 0.3 < acc <= 1.0  # ten classes: chance is 0.1
     assert not model.training
 
@@ -306,9 +308,9 @@ def test_train_arch_from_scratch_reports_test_accuracy(space, digits):
 def test_search_rejects_bad_budgets(space, digits, macs_predictor):
     predictor, _ = macs_predictor
     with pytest.raises(HwnasError, match="accepted: latency_ms, energy_mj"):
-        search_under_budget(space, digits, {"latency_ms": predictor}, {"latency_s": 1.0}, epochs=1, progress=False)
+        search_under_budget(space, digits, {"latency_ms": predictor}, {"latency_s": 1.0}, BudgetSearchOptions(epochs=1))
     with pytest.raises(HwnasError, match="no predictor for the energy_mj budget"):
-        search_under_budget(space, digits, {"latency_ms": predictor}, {"energy_mj": 1.0}, epochs=1, progress=False)
+        search_under_budget(space, digits, {"latency_ms": predictor}, {"energy_mj": 1.0}, BudgetSearchOptions(epochs=1))
 
 
 def test_tabular_search_on_nb201_is_within_budget_with_few_measurements(nb201_data):
@@ -317,32 +319,33 @@ def test_tabular_search_on_nb201_is_within_budget_with_few_measurements(nb201_da
     with open(nb201_data / "latency_ms.csv") as f:
         latency = np.array([float(r["pixel3"]) for r in csv.DictReader(f)])
     budget = float(np.percentile(latency, 25))
-    r = tabular_search(nb201_data / "latency_ms.csv", "pixel3", nb201_data / "accuracy.csv", "cifar10",
-                       budget_ms=budget, measurements=30, seed=0)
+    r = tabular_search(TabularOptions(nb201_data / "latency_ms.csv", "pixel3", nb201_data / "accuracy.csv", "cifar10",
+                                      budget_ms=budget, measurements=30, seed=0))
     assert r["arch"] is not None and r["within_budget"]
     assert r["latency_ms"] <= budget and r["measurements"] <= 30 == r["measurement_limit"]
     assert len(r["trace"]) == r["measurements"]  # every latency read is a counted measurement
     assert any(t["arch"] == r["arch"] and t["within_budget"] for t in r["trace"])  # chosen only once measured
     assert 0 <= r["regret"] < 2.0 and r["accuracy"] <= r["best_accuracy"]
-    again = tabular_search(nb201_data / "latency_ms.csv", "pixel3", nb201_data / "accuracy.csv", "cifar10",
-                           budget_ms=budget, measurements=30, seed=0)
+    again = tabular_search(TabularOptions(nb201_data / "latency_ms.csv", "pixel3", nb201_data / "accuracy.csv",
+                                          "cifar10", budget_ms=budget, measurements=30, seed=0))
     assert again["arch"] == r["arch"]  # deterministic for a seed
 
 
 def test_tabular_search_bad_column_names_the_known_ones(nb201_data):
     with pytest.raises(HwnasError, match="raspi4"):
-        tabular_search(nb201_data / "latency_ms.csv", "raspberry", nb201_data / "accuracy.csv", budget_ms=5.0)
+        tabular_search(TabularOptions(nb201_data / "latency_ms.csv", "raspberry", nb201_data / "accuracy.csv",
+                                      budget_ms=5.0))
 
 
 def test_tabular_search_finds_a_feasible_cell_first_and_gives_up_on_an_impossible_budget(nb201_data):
     args = (nb201_data / "latency_ms.csv", "pixel3", nb201_data / "accuracy.csv", "cifar10")
     # Under 1 ms on pixel3 only cheap degenerate cells exist (chance accuracy); ranking by expected accuracy gain
     # never tried them. Feasibility first: measure the most probably feasible cell until one is within budget.
-    r = tabular_search(*args, budget_ms=1.0, measurements=50, seed=1)
+    r = tabular_search(TabularOptions(*args, budget_ms=1.0, measurements=50, seed=1))
     assert r["arch"] is not None and r["within_budget"] and r["latency_ms"] <= 1.0
     assert any(t["reason"].startswith("nothing within budget yet") for t in r["trace"])
     # No cell runs in a microsecond: it stops once nothing is probably feasible, with the cheapest one measured.
-    r = tabular_search(*args, budget_ms=0.001, measurements=50, seed=0)
+    r = tabular_search(TabularOptions(*args, budget_ms=0.001, measurements=50, seed=0))
     assert r["arch"] is None and r["measurements"] < 50 and "raise the budget" in r["note"]
     assert r["cheapest_measured_ms"] == min(t["measured_ms"] for t in r["trace"]) > 0.001
 
@@ -353,6 +356,6 @@ def test_impossible_budget_is_rejected_before_any_training(space, macs_predictor
 
     predictor, _kmacs = macs_predictor
     with pytest.raises(HwnasError, match=r"the cheapest predicted is latency_ms \d") as e:
-        search_under_budget(space, NoTrainingData(), {"latency_ms": predictor}, {"latency_ms": 1e-3}, epochs=100,
-                            progress=False)
+        search_under_budget(space, NoTrainingData(), {"latency_ms": predictor}, {"latency_ms": 1e-3},
+                            BudgetSearchOptions(epochs=100))
     assert "raise the budget" in str(e.value)
