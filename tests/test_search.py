@@ -16,6 +16,7 @@ from hwnas.search import (
     TabularOptions,
     derive_within_budget,
     discretise_and_verify,
+    epoch_line,
     get_strategy,
     op_table_from_measurements,
     search_under_budget,
@@ -359,3 +360,73 @@ def test_impossible_budget_is_rejected_before_any_training(space, macs_predictor
         search_under_budget(space, NoTrainingData(), {"latency_ms": predictor}, {"latency_ms": 1e-3},
                             BudgetSearchOptions(epochs=100))
     assert "raise the budget" in str(e.value)
+
+
+def tiny_transfer(space, table, scale: float = 1.0, rows=None):
+    """A transfer predictor (one-hot, so it can drive a search) pretrained in a second on a made-up source device
+    whose cost is the additive table, then adapted to `rows` (archs, values) scaled by `scale`."""
+    from hwnas.predictors.transfer import pretrain_transfer
+
+    rng = np.random.default_rng(1)
+    archs = [space.sample(rng) for _ in range(80)]
+    X = space.encode_many(archs)
+    source = {"made-up": (X, 0.1 + X @ table.reshape(-1))}
+    predictor = pretrain_transfer(source, seed=0, hidden=16, layers=1, epochs=15)
+    predictor.encoding = "onehot"
+    archs, values = rows
+    return predictor.fit(space.encode_many(archs), scale * np.asarray(values))
+
+
+def test_refit_predictor_keeps_the_pretraining_and_leaves_the_original_alone(space):
+    from hwnas.predictors.api import clone_predictor, refit_predictor
+
+    table = additive_table(space)
+    rng = np.random.default_rng(2)
+    archs = [space.sample(rng) for _ in range(10)]
+    values = 0.2 + space.encode_many(archs) @ table.reshape(-1)
+    original = tiny_transfer(space, table, rows=(archs, values))
+    before = original.predict(space.encode_many(archs))
+    refitted = refit_predictor(original, space.encode_many(archs), 3 * values)  # a rebuilt one: "must be pretrained"
+    assert refitted is not original and refitted.metadata["refitted_on"] == 10
+    np.testing.assert_allclose(original.predict(space.encode_many(archs)), before)  # untouched
+    assert np.median(refitted.predict(space.encode_many(archs)) / before) > 2  # adapted to the new values
+    assert clone_predictor(original).settings == original.settings
+
+
+def test_search_with_a_transfer_predictor_that_needs_repair_finishes(space, digits, measured_store):
+    from hwnas.predictors.transfer import TransferPredictor
+    from hwnas.profilers import TimingProtocol
+
+    backend, store, rows = measured_store
+    archs = [space.from_string(m.arch) for m in rows]
+    latency = np.array([m.latency_ms for m in rows])
+    budget = 0.5 * float(latency.min())  # below every measurement: the first attempt is surely over budget
+    optimistic = tiny_transfer(space, additive_table(space), scale=0.01, rows=(archs, latency))  # 100x too fast
+    cost = HardwareCost(space, "latency_ms", budget, predictor=optimistic)
+    alpha = torch.zeros(space.alpha_shape)
+    alpha[:, CONV3] = 5.0
+    r = discretise_and_verify(space, alpha, [cost], backend=backend, store=store, input_shape=digits.input_shape,
+                              max_repairs=2, protocol=TimingProtocol.quick())
+    assert r.attempts and not r.attempts[0]["within_budget"] and not r.within_budget  # over budget: repaired...
+    assert isinstance(cost.predictor, TransferPredictor) and cost.predictor is not optimistic  # ...by a refit
+    assert cost.predictor.metadata["refitted_on"] >= 8 and cost.predictor.module is not None
+
+
+def test_epoch_line_shows_relaxed_and_derived_cost_budget_and_what_the_multiplier_follows(space):
+    row = {"epoch": 3, "loss": 1.25, "accuracy": 0.5, "cost": {"latency_ms": 0.1137},
+           "derived_cost": {"latency_ms": 0.0918}, "budget": {"latency_ms": 0.1}, "multiplier": {"latency_ms": -0.873}}
+    cost = HardwareCost(space, "latency_ms", 0.1, table=additive_table(space))
+    line = epoch_line("darts", row, 15, [cost])
+    assert line.startswith("darts: epoch   3/15  loss 1.250  acc 0.500")
+    assert "relaxed 0.1137, derived 0.0918, budget 0.1, λ -0.873 (follows derived)" in line
+    row["tracks"] = {"latency_ms": "relaxed"}  # a history that records what the multiplier tracks is believed
+    assert "(follows relaxed)" in epoch_line("darts", row, 15, [cost])
+
+
+@pytest.mark.parametrize("budget", [float("inf"), float("nan"), 0.0, -1.0])
+def test_search_refuses_a_budget_that_is_not_finite_and_positive(space, digits, macs_predictor, budget):
+    predictor, _ = macs_predictor
+    with pytest.raises(HwnasError, match="give a finite positive number"):
+        search_under_budget(space, digits, {"latency_ms": predictor}, {"latency_ms": budget})
+    with pytest.raises(HwnasError, match="give a finite positive number"):
+        tabular_search(TabularOptions("l.csv", "pixel3", "a.csv", budget_ms=budget))
