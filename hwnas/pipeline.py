@@ -73,6 +73,7 @@ def run_pipeline(options: PipelineOptions | None = None, reporter: Reporter | No
     progress go to `reporter` (default: silent)."""
     from hwnas.data import load_dataset
     from hwnas.export import export_bundle
+    from hwnas.predictors import save_predictor
     from hwnas.profilers import get_backend, profile_space
     from hwnas.search.budget import BudgetSearchOptions, search_under_budget
     from hwnas.search.train import train_arch
@@ -106,7 +107,7 @@ def run_pipeline(options: PipelineOptions | None = None, reporter: Reporter | No
     predictors = {}
     for target in budgets:
         predictors[target] = resolve_cost_predictor(o.predictor, target, s, shape, device, store, o.seed)
-        predictors[target].save(run_dir / f"predictor-{target.split('_')[0]}.npz")
+        save_predictor(predictors[target], run_dir / f"predictor-{target.split('_')[0]}.npz", plot=False)
     stages.done()
 
     stages.start("search", f"3/4 search ({o.strategy}) under {', '.join(f'{k} <= {v:.4g}' for k, v in budgets.items())}")

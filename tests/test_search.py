@@ -265,9 +265,9 @@ def test_measured_over_budget_is_stored_refitted_and_repaired(space, digits, mea
     backend, store, rows = measured_store
     archs = [space.from_string(m.arch) for m in rows]
     latency = np.array([m.latency_ms for m in rows])
-    budget = float(np.median(latency))
+    budget = float(np.percentile(latency, 25))  # all conv3x3, the slowest cell, is over it despite timing noise
     table, base = op_table_from_measurements(space, archs, latency)
-    optimistic = LookupTablePredictor.from_table(0.3 * base, 0.3 * table)  # thinks everything is 3x faster
+    optimistic = LookupTablePredictor.from_table(0.2 * base, 0.2 * table)  # thinks everything is 5x faster
     cost = HardwareCost(space, "latency_ms", budget, predictor=optimistic)
     alpha = torch.zeros(space.alpha_shape)
     alpha[:, CONV3] = 5.0  # the search wants the slowest architecture: all conv3x3
@@ -430,3 +430,13 @@ def test_search_refuses_a_budget_that_is_not_finite_and_positive(space, digits, 
         search_under_budget(space, digits, {"latency_ms": predictor}, {"latency_ms": budget})
     with pytest.raises(HwnasError, match="give a finite positive number"):
         tabular_search(TabularOptions("l.csv", "pixel3", "a.csv", budget_ms=budget))
+
+
+def test_search_and_pipeline_load_no_command_module():
+    import subprocess
+    import sys
+
+    code = ("import sys, hwnas.search, hwnas.search.api, hwnas.pipeline; "
+            "print([m for m in sys.modules if m.startswith('hwnas.commands') or m == 'hwnas.cli'])")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
+    assert out.stdout.strip() == "[]"

@@ -70,8 +70,9 @@ def search(budget_ms, budget_mj, strategy, space, dataset, limit, epochs, retrai
     The supernet search adds a differentiable predicted cost with a multiplier adapted by dual ascent, so the
     search settles at the budget; the derived architecture is moved to a predicted-feasible neighbour if
     needed, then measured on this device: over budget, the measurement is stored, the predictor refitted and
-    the architecture repaired. Only a measured result is reported within budget. Progress shows epoch, loss,
-    accuracy, predicted cost and multiplier; RUN_DIR/search_cost.png plots cost and multiplier.
+    the architecture repaired. Only a measured result is reported within budget. Each epoch shows loss, accuracy
+    and per budget the relaxed (mixture) cost, the derived architecture's predicted cost, the budget and the
+    multiplier with the cost it follows; RUN_DIR/search_cost.png plots cost and multiplier.
 
     With --tabular: no training and no device; see --latency-csv and friends."""
     if tabular:
