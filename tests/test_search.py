@@ -418,9 +418,10 @@ def test_epoch_line_shows_relaxed_and_derived_cost_budget_and_what_the_multiplie
     cost = HardwareCost(space, "latency_ms", 0.1, table=additive_table(space))
     line = epoch_line("darts", row, 15, [cost])
     assert line.startswith("darts: epoch   3/15  loss 1.250  acc 0.500")
-    assert "relaxed 0.1137, derived 0.0918, budget 0.1, λ -0.873 (follows derived)" in line
+    assert "relaxed 0.1137, derived 0.0918 (92% of budget 0.1), λ -0.873 (on derived cost, pulls up)" in line
     row["tracks"] = {"latency_ms": "relaxed"}  # a history that records what the multiplier tracks is believed
-    assert "(follows relaxed)" in epoch_line("darts", row, 15, [cost])
+    row["multiplier"] = {"latency_ms": 0.5}
+    assert "λ +0.500 (on relaxed cost, pushes down)" in epoch_line("darts", row, 15, [cost])
 
 
 @pytest.mark.parametrize("budget", [float("inf"), float("nan"), 0.0, -1.0])
@@ -440,3 +441,28 @@ def test_search_and_pipeline_load_no_command_module():
             "print([m for m in sys.modules if m.startswith('hwnas.commands') or m == 'hwnas.cli'])")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
     assert out.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize("options, words", [
+    ({"epochs": 0}, "epochs 0 is not accepted"),
+    ({"max_repairs": -1}, "max_repairs -1"),
+    ({"arch_lr": float("nan")}, "arch_lr nan"),
+    ({"cost_form": "hinge"}, "accepted: dual, proxyless"),
+    ({"budget_mode": "exact"}, "accepted: target, cap"),
+    ({"strategy": "evolution-x"}, "darts-2nd"),
+])
+def test_search_options_are_checked_before_any_work(space, macs_predictor, options, words):
+    from hwnas.search import SearchOptions, search_device
+
+    class NoTrainingData:
+        name, input_shape = "shape-only", (1, 8, 8)
+
+    predictor, kmacs = macs_predictor
+    with pytest.raises(HwnasError, match=words):
+        search_under_budget(space, NoTrainingData(), {"latency_ms": predictor}, {"latency_ms": float(np.median(kmacs))},
+                            BudgetSearchOptions(**options))
+    if "epochs" in options:
+        with pytest.raises(HwnasError, match=words):
+            search_device(SearchOptions(budget_ms=1.0, run_dir="/nonexistent/never", **options))
+    with pytest.raises(HwnasError, match="neither a predictor file nor a search cost predictor name"):
+        search_device(SearchOptions(budget_ms=1.0, predictor="gbt", run_dir="/nonexistent/never"))

@@ -101,6 +101,14 @@ class SearchOptions:
     run_dir: str | Path = "runs/default"
     store_url: str | None = None
 
+    def check(self) -> None:
+        """One-line HwnasError for a bad value (budgets, predictors, counts), before anything is loaded or written."""
+        self.predictor_specs()
+        for name, value, least in (("epochs", self.epochs, 1), ("retrain_epochs", self.retrain_epochs, 0),
+                                   ("threads", self.threads, 1), ("limit", 10 if self.limit is None else self.limit, 10)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < least:
+                raise HwnasError(f"{name} {quote(value)} is not accepted; give a whole number >= {least}")
+
     def budgets(self) -> dict[str, float]:
         """{target: budget}; HwnasError when none is given or one is not a finite positive number."""
         budgets = budgets_from(self.budget_ms, self.budget_mj)
@@ -130,6 +138,7 @@ def search_device(options: SearchOptions, reporter: Reporter | None = None) -> d
     from hwnas.store import open_store
 
     o, report = options, reporter_or_null(reporter)
+    o.check()
     budgets, specs = o.budgets(), o.predictor_specs()
     protocol = TimingProtocol.named(o.protocol)
     run_dir = Path(o.run_dir)

@@ -18,7 +18,7 @@ from hwnas.measurement import TARGETS
 from hwnas.predictors.api import refit_predictor
 from hwnas.predictors.encodings import encode_archs
 from hwnas.reporting import Reporter, reporter_or_null
-from hwnas.search.cost import HardwareCost
+from hwnas.search.cost import FORMS, MODES, HardwareCost
 from hwnas.search.discretise import derive_within_budget, predicted
 from hwnas.search.strategy import get_strategy, run_search
 
@@ -78,6 +78,22 @@ class BudgetSearchOptions:
     protocol: Any = None
     strategy_options: dict[str, Any] = field(default_factory=dict)
 
+    def check(self) -> None:
+        """One-line HwnasError for a value no search can run with, before any work."""
+        whole = {"epochs": (self.epochs, 1), "batch": (self.batch, 1), "batch_size": (self.batch_size, 1),
+                 "max_repairs": (self.max_repairs, 0)}
+        for name, (value, least) in whole.items():
+            if isinstance(value, bool) or not isinstance(value, int) or value < least:
+                raise HwnasError(f"{name} {quote(value)} is not accepted; give a whole number >= {least}")
+        for name in ("weight_lr", "arch_lr", "multiplier_lr"):
+            value = getattr(self, name)
+            if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+                raise HwnasError(f"{name} {quote(value)} is not accepted; give a finite positive number")
+        for name, value, accepted in (("cost form", self.cost_form, FORMS), ("budget mode", self.budget_mode, MODES)):
+            if value not in accepted:
+                raise HwnasError(f"unknown {name} {quote(value)}; accepted: {', '.join(accepted)}")
+        get_strategy(self.strategy)  # an unknown one names the known ones
+
 
 def check_budgets(budgets: dict[str, float], predictors: dict[str, Any]) -> None:
     """Raise HwnasError unless every budget is a known target with a finite positive value and a predictor."""
@@ -97,17 +113,20 @@ def check_budgets(budgets: dict[str, float], predictors: dict[str, Any]) -> None
 
 def epoch_line(strategy: str, row: dict[str, Any], epochs: int, costs: list[HardwareCost] | None = None) -> str:
     """One readable line per search epoch: per budgeted target the relaxed expected cost (of the mixture), the
-    derived architecture's predicted cost, the budget, and the multiplier with the cost it follows."""
+    derived architecture's predicted cost and its share of the budget, and the multiplier with the cost it follows
+    and what it does (a positive one pushes the cost down, a negative one pulls it up to the budget)."""
     parts = []
-    for t in row["cost"]:
-        tracks = row.get("tracks", {}).get(t) if isinstance(row.get("tracks"), dict) else row.get("tracks")
+    for t, relaxed in row["cost"].items():
+        budget, multiplier = row["budget"][t], row["multiplier"][t]
+        tracks = row.get("tracks")
+        tracks = tracks.get(t) if isinstance(tracks, dict) else tracks
         if tracks is None:
             tracks = next((getattr(c, "track", None) for c in costs or () if c.target == t), None)
         derived = row.get("derived_cost", {}).get(t)
-        derived_text = "-" if derived is None else f"{derived:.4g}"
-        follows = f" (follows {tracks})" if tracks else ""
-        parts.append(f"{t}: relaxed {row['cost'][t]:.4g}, derived {derived_text}, budget {row['budget'][t]:.4g}, "
-                     f"λ {row['multiplier'][t]:+.3f}{follows}")
+        derived_text = "-" if derived is None else f"{derived:.4g} ({derived / budget:.0%} of budget {budget:.4g})"
+        action = "pushes down" if multiplier > 0 else "pulls up" if multiplier < 0 else "idle"
+        follows = f"on {tracks} cost, " if tracks else ""
+        parts.append(f"{t}: relaxed {relaxed:.4g}, derived {derived_text}, λ {multiplier:+.3f} ({follows}{action})")
     return (f"{strategy}: epoch {row['epoch']:>3}/{epochs}  loss {row['loss']:.3f}  acc {row['accuracy']:.3f}  "
             + "; ".join(parts))
 
@@ -127,6 +146,7 @@ def search_under_budget(space, dataset, predictors: dict[str, Any], budgets: dic
     Each epoch's figures (`epoch_line`) and each measurement go to `reporter` (default: silent).
     """
     o = options or BudgetSearchOptions()
+    o.check()
     report = reporter_or_null(reporter)
     check_budgets(budgets, predictors)
     shape = tuple(input_shape or dataset.input_shape)
