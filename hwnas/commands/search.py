@@ -10,7 +10,7 @@ import click
 from hwnas.commands.common import emit_json, json_option, reporter, results, run_dir_option, store_option, table
 from hwnas.errors import HwnasError
 from hwnas.profilers import BACKENDS, PROTOCOL_NAMES
-from hwnas.search.api import DEFAULT_SPACE, SearchOptions, search_device
+from hwnas.search.api import DEFAULT_SPACE, SearchOptions, cost_predictor_names, search_device
 from hwnas.search.cost import FORMS, MODES
 from hwnas.search.strategy import STRATEGIES
 
@@ -38,7 +38,8 @@ from hwnas.search.strategy import STRATEGIES
               help="Timing protocol for measuring the chosen architecture (quick, default, thorough).")
 @click.option("--predictor", default=None, metavar="PATH|NAME",
               help="A predictor file from `hwnas fit`, or a predictor name fitted now on the store's measurements "
-              "of this device (default: lookup, the additive per-operation table; tabular mode: ridge).")
+              f"of this device: {', '.join(cost_predictor_names())} (default: lookup, the additive per-operation "
+              "table; tabular mode: any predictor, default ridge).")
 @click.option("--energy-predictor", default=None, metavar="PATH|NAME",
               help="Like --predictor, for the --budget-mj cost (default: --predictor's kind, or lookup when that is a "
               "file).")
