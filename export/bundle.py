@@ -48,6 +48,7 @@ from hwnas.export.manifest import (
 )
 from hwnas.export.network import (
     CALIBRATION_BATCH,
+    CALIBRATION_SAMPLES,
     MAX_REAL_SAMPLES,
     calibrate_batchnorm,
     check_labels,
@@ -73,6 +74,7 @@ from hwnas.profilers.tensorrt_engine import (
 )
 from hwnas.reporting import Reporter, reporter_or_null
 from hwnas.spaces import SearchSpace, get_space
+from hwnas.spaces.base import memory_limit
 from hwnas.store import Store
 from hwnas.versions import CORE_LIBRARIES, library_versions
 
@@ -130,7 +132,8 @@ class ExportOptions:
             return cls(**options)
         raise HwnasError(f"export options must be an ExportOptions or a dict, not {type(options).__name__}")
 
-    def checked(self, space: SearchSpace, real_samples: int = 0) -> tuple[tuple[int, ...], str | None, dict[str, float]]:
+    def checked(self, space: SearchSpace, arch=None, real_samples: int = 0) -> tuple[tuple[int, ...], str | None,
+                                                                                 dict[str, float]]:
         """Check every option against `space` before anything is written: the input shape (and that the network
         fits in memory at the largest batch the export runs: the timed batch, the parity samples, BatchNorm
         calibration's 16 and `real_samples` given ones), the int8 mode and the budgets, returned; anything else
@@ -155,7 +158,9 @@ class ExportOptions:
         if self.tensorrt and self.tensorrt_precision == "int8" and mode != "static":
             raise HwnasError("a TensorRT int8 engine is built from the static int8 (QDQ) model; add int8='static' "
                              "(CLI: --int8 static)")
-        space.check_fits(shape, max(self.batch, self.samples, CALIBRATION_BATCH, min(real_samples, MAX_REAL_SAMPLES)))
+        real_samples = min(real_samples, MAX_REAL_SAMPLES)
+        space.check_fits(shape, max(self.batch, self.samples, CALIBRATION_BATCH, real_samples), arch=arch)
+        _check_input_arrays(space, shape, CALIBRATION_SAMPLES + 2 * self.samples + real_samples)
         return shape, mode, budgets
 
 
@@ -192,7 +197,7 @@ def export_bundle(
     report = reporter_or_null(reporter)
     space = space if isinstance(space, SearchSpace) else get_space(space)
     arch = space.parse(arch)
-    shape, mode, budgets = opts.checked(space, len(inputs) if hasattr(inputs, "__len__") else 0)
+    shape, mode, budgets = opts.checked(space, arch, len(inputs) if hasattr(inputs, "__len__") else 0)
     real = check_samples(inputs, shape, "inputs")
     real_labels = check_labels(labels, real)
     calib = check_samples(calibration, shape, "calibration")
@@ -203,7 +208,7 @@ def export_bundle(
     net = network_with_weights(space, arch, shape, model, opts.seed)
     bn_calibrated = opts.calibrate_bn if opts.calibrate_bn is not None else model is None
     if bn_calibrated:
-        calibrate_batchnorm(net, real if real is not None else random_inputs(64, shape, opts.seed + 1))
+        calibrate_batchnorm(net, real if real is not None else random_inputs(CALIBRATION_SAMPLES, shape, opts.seed + 1))
 
     partial = _partial_dir(out_dir)
     try:
@@ -301,6 +306,17 @@ def _resolve_shape(space: SearchSpace, input_shape) -> tuple[int, ...]:
     if isinstance(input_shape, str):
         input_shape = shape_from_str(input_shape)
     return space.check_input_shape(input_shape)
+
+
+def _check_input_arrays(space: SearchSpace, shape, count: int) -> None:
+    """The export holds `count` samples of `shape` at once (BatchNorm calibration, parity inputs, real samples),
+    drawn in float64 before they become float32: refuse, saying the limit, where they alone would not fit."""
+    need = 8.0 * count * math.prod(shape)
+    limit, source = memory_limit()
+    if need > limit:
+        raise HwnasError(f"exporting from {space.spec} at input {'x'.join(map(str, shape))} holds {count} samples of "
+                         f"about {need / count / 1e9:.3g} GB each, {need / 1e9:.3g} GB in all, over the memory limit "
+                         f"of {limit / 1e9:.3g} GB ({source}); use a smaller input shape")
 
 
 def _is_finite_number(v) -> bool:

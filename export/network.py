@@ -18,6 +18,8 @@ MAX_REAL_SAMPLES = 256
 PARITY_KINDS = ("random", "smooth", "real")
 #: samples per forward pass when BatchNorm statistics are calibrated
 CALIBRATION_BATCH = 16
+#: random samples BatchNorm statistics are calibrated on when no real ones are given
+CALIBRATION_SAMPLES = 64
 
 
 @contextlib.contextmanager

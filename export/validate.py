@@ -211,8 +211,9 @@ def _reference(folder: Path, manifest, hashes, shape, net):
     {kind: (inputs, recorded outputs or None, labels or None)}."""
     if net is None and hashes.get(WEIGHTS_FILE) == "ok":
         space = get_space(manifest["space"])
-        space.check_fits(shape)
-        net = load_weights_into(space, space.from_string(manifest["arch"]), shape, folder / WEIGHTS_FILE)
+        arch = space.from_string(manifest["arch"])
+        space.check_fits(shape, arch=arch)
+        net = load_weights_into(space, arch, shape, folder / WEIGHTS_FILE)
     batches = read_parity_file(folder / PARITY_FILE) if hashes.get(PARITY_FILE) == "ok" else {}
     if net is None and not batches:
         raise HwnasError(f"bundle {folder} has neither usable {WEIGHTS_FILE} nor {PARITY_FILE}: nothing to check the "

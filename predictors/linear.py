@@ -74,12 +74,13 @@ class LookupTablePredictor(Predictor):
 
     Additive in the target's own units (ms, mJ), so it fits untransformed targets by default. Fitted by
     least squares on one-hot codes (a tiny ridge penalty keeps the redundant columns determined), or built from
-    per-operation profiling with `from_table` / `lookup_from_profiling`.
+    per-operation profiling with `from_table` / `hwnas.profilers.lookup_from_profiling`.
     """
 
     name = "lookup"
     default_encoding = "onehot"
     default_log_target = False
+    additive = True
 
     def __init__(self, log_target: bool | None = None, seed: int = 0, alpha: float = 1e-3, **settings):
         super().__init__(log_target, seed, alpha=float(alpha), **settings)
@@ -103,47 +104,20 @@ class LookupTablePredictor(Predictor):
     def predict(self, X: np.ndarray) -> np.ndarray:
         return self._from_target(np.asarray(X, np.float64) @ self.table + self.base)
 
-    def table_for(self, alpha_shape: tuple[int, int]) -> tuple[float, np.ndarray]:
-        """(base, table of shape alpha_shape): what `HardwareCost(table=..., base=...)` takes."""
+    def table_for(self, space) -> tuple[float, np.ndarray]:
+        """(base, table of shape space.alpha_shape, zero where a ragged decision has no option): the
+        AdditiveCost protocol of hwnas.search.cost."""
         if self.log_target:
             raise HwnasError("a lookup table fitted on log targets is not additive; fit it with log_target=False")
-        if self.table is None or self.table.size != int(np.prod(alpha_shape)):
+        if self.table is None or self.encoding != "onehot" or self.table.size != space.code_length:
             size = "no" if self.table is None else self.table.size
             raise HwnasError(f"this lookup table has {size} entries, not one per decision and option "
-                             f"({alpha_shape[0]}x{alpha_shape[1]}); it was fitted on the {self.encoding!r} encoding: "
-                             "fit it with --encoding onehot")
-        return self.base, self.table.reshape(alpha_shape)
+                             f"({space.code_length} for {space.name}); it was fitted on the {self.encoding!r} "
+                             "encoding: fit it with --encoding onehot")
+        return self.base, space.table_from_code(self.table)
 
     def get_arrays(self) -> dict[str, np.ndarray]:
         return {"table": self.table, "base": np.array(self.base)}
 
     def set_arrays(self, arrays: dict[str, np.ndarray]) -> None:
         self.table, self.base = np.asarray(arrays["table"], np.float64), float(arrays["base"])
-
-
-def lookup_from_profiling(space, backend, input_shape=None, batch: int = 1, protocol=None, store=None,
-                          target: str = "latency_ms") -> LookupTablePredictor:
-    """Per-operation profiling: measure the all-`none` cell and every single-operation variant (one decision
-    set, the rest `none`); each entry is its cost above the all-`none` network. 1 + decisions x (options - 1)
-    measurements (25 for nb201)."""
-    from hwnas.profilers import measure_arch
-    from hwnas.spaces.base import Arch
-
-    rows, cols = space.alpha_shape
-
-    def cost(choices) -> float:
-        m = measure_arch(space, Arch(space.name, tuple(choices)), backend, input_shape=input_shape, batch=batch,
-                         protocol=protocol, store=store)
-        value = getattr(m, target)
-        if value is None:
-            raise HwnasError(f"the backend gave no {target} for {space.to_string(Arch(space.name, tuple(choices)))}")
-        return float(value)
-
-    base = cost([0] * rows)
-    table = np.zeros((rows, cols))
-    for r in range(rows):
-        for c in range(1, cols):
-            choices = [0] * rows
-            choices[r] = c
-            table[r, c] = cost(choices) - base
-    return LookupTablePredictor.from_table(base, table)

@@ -609,7 +609,7 @@ def test_export_asks_the_space_whether_the_network_fits_before_building(tmp_path
 
     asked = []
 
-    def check_fits(self, input_shape=None, batch=1):
+    def check_fits(self, input_shape=None, batch=1, arch=None):
         asked.append((tuple(input_shape), batch))
         raise HwnasError(f"input shape {'x'.join(map(str, input_shape))} needs more memory than this machine has")
 
