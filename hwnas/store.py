@@ -77,7 +77,12 @@ CSV_COLUMNS = [
 
 
 #: seconds a writer waits for another process's lock on an SQLite store before giving up with one line
-LOCK_TIMEOUT_S = float(os.environ.get("HWNAS_STORE_LOCK_TIMEOUT", "10"))
+#: ($HWNAS_STORE_LOCK_TIMEOUT overrides it)
+LOCK_TIMEOUT_S = 10.0
+
+
+def _lock_timeout() -> float:
+    return float(os.environ.get("HWNAS_STORE_LOCK_TIMEOUT", LOCK_TIMEOUT_S))
 
 _TABLES = {table.name: {c.name for c in table.columns} for table in _Base.metadata.sorted_tables}
 
@@ -149,8 +154,8 @@ class Store:
             return create_engine(self.url)
         if self.readonly:  # mode=ro: SQLite neither creates the file nor writes a byte to it
             return create_engine(f"sqlite:///file:{self.path}?mode=ro&uri=true",
-                                 connect_args={"timeout": LOCK_TIMEOUT_S})
-        return create_engine(self.url, connect_args={"timeout": LOCK_TIMEOUT_S})
+                                 connect_args={"timeout": _lock_timeout()})
+        return create_engine(self.url, connect_args={"timeout": _lock_timeout()})
 
     def _check_schema(self) -> set[str]:
         """The names of our tables the database holds; a table of ours with other columns is refused (a foreign
