@@ -141,7 +141,7 @@ class Store:
                     self._empty = not set(_TABLES) <= present
                 else:
                     self._check_writable()
-                    _Base.metadata.create_all(self.engine)
+                    self._create_tables()
         except (ArgumentError, DatabaseError, ImportError) as e:  # DatabaseError: e.g. "file is not a database"
             reason = str(getattr(e, "orig", None) or e).splitlines()[0]
             raise HwnasError(
@@ -156,6 +156,14 @@ class Store:
             return create_engine(f"sqlite:///file:{self.path}?mode=ro&uri=true",
                                  connect_args={"timeout": _lock_timeout()})
         return create_engine(self.url, connect_args={"timeout": _lock_timeout()})
+
+    def _create_tables(self) -> None:
+        try:
+            _Base.metadata.create_all(self.engine)
+        except OperationalError as e:  # another process created them between the check and the create
+            if "already exists" not in str(e):
+                raise
+            _Base.metadata.create_all(self.engine)
 
     def _check_schema(self) -> set[str]:
         """The names of our tables the database holds; a table of ours with other columns is refused (a foreign
@@ -220,7 +228,10 @@ class Store:
         with self._errors(), self._session() as s:
             if s.get(DeviceRow, device_id) is None:
                 s.add(DeviceRow(id=device_id, name=name, fingerprint=fingerprint, created_at=datetime.now(timezone.utc)))
-                s.commit()
+                try:
+                    s.commit()
+                except IntegrityError:  # a concurrent writer added the same device first: it is there, as wanted
+                    s.rollback()
         return device_id
 
     def devices(self) -> list[dict[str, Any]]:
