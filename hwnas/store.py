@@ -32,7 +32,7 @@ from sqlalchemy.exc import ArgumentError, DatabaseError, IntegrityError, Operati
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
 from hwnas.errors import HwnasError, quote
-from hwnas.files import atomic_write, read_wide_csv
+from hwnas.files import atomic_write, read_csv_rows, read_wide_csv
 from hwnas.measurement import Measurement, check_measurement, check_value, shape_from_str, shape_to_str
 
 
@@ -424,3 +424,14 @@ def iter_unique(items: Iterable[str]) -> Iterator[str]:
         if x not in seen:
             seen.add(x)
             yield x
+
+
+__all__ = [
+    "CSV_COLUMNS",
+    "LOCK_TIMEOUT_S",
+    "Store",
+    "iter_unique",
+    "open_store",
+    "read_csv_rows",  # lives in hwnas.files (the one CSV reader); kept here for callers that import it from the store
+    "store_url",
+]
