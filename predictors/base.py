@@ -31,6 +31,11 @@ class Predictor(ABC):
     differentiable: bool = False
     #: the encoding (see hwnas.predictors.encodings) used when the caller names none.
     default_encoding: str = "onehot"
+    #: the encoding used instead on a space that lacks what `default_encoding` needs (every space has it).
+    minimal_encoding: str = "onehot"
+    #: True when the cost is a sum of per-decision terms: `table_for(space)` gives them (hwnas.search.cost's
+    #: AdditiveCost), and the search takes the exact expected cost under the mixing weights.
+    additive: bool = False
     #: whether targets are fitted in log space unless the caller says otherwise.
     default_log_target: bool = True
 
@@ -155,14 +160,17 @@ def _probe_archs(metadata: dict[str, Any]):
     return space, [space.sample(rng) for _ in range(2)]
 
 
-def get_predictor(name: str, encoding: str | None = None, **settings: Any) -> Predictor:
-    """A new predictor by registry name; `encoding` overrides its default encoding."""
+def get_predictor(name: str, encoding: str | None = None, space=None, **settings: Any) -> Predictor:
+    """A new predictor by registry name; `encoding` overrides its default encoding. With a `space`, the
+    encoding is checked against what the space declares, and a default the space cannot give falls back to the
+    predictor's `minimal_encoding` (see hwnas.predictors.encodings.encoding_for)."""
     import hwnas.predictors  # noqa: F401  (registers the built-in predictors)
+    from hwnas.predictors.encodings import ENCODINGS, encoding_for
 
     predictor = PREDICTORS.get(name)(**settings)
     if encoding is not None:
-        from hwnas.predictors.encodings import ENCODINGS
-
         ENCODINGS.get(encoding)  # fails early with the known names
         predictor.encoding = encoding
+    if space is not None:
+        predictor.encoding = encoding_for(predictor, space, encoding)
     return predictor

@@ -43,7 +43,8 @@ class CostTreesPredictor(Predictor):
 
     def fit(self, X: np.ndarray, y: np.ndarray) -> CostTreesPredictor:
         X, y = np.asarray(X), np.asarray(y, np.float64)
-        self.width = cost_block_width(X)
+        # on a space without analytic features (the minimal 'onehot' encoding) the linear base reads every column
+        self.width = cost_block_width(X) if self.encoding == "cost-features" else X.shape[1]
         self.floor = FLOOR_SHARE * float(np.median(np.abs(y)))
         self.base.fit(X[:, : self.width], y)
         self.trees = self._new_trees().fit(X, np.log(np.maximum(y, self.floor) / self._base(X)))

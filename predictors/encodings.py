@@ -20,6 +20,12 @@ file records its encoding's name (and the input shape), so `hwnas predict` re-en
 - `cost-features`: cost followed by features, for `cost-gbt` (a linear cost model on the first block, trees on all).
 - `graph`: the flattened adjacency matrix followed by the flattened one-hot node features of `space.graph(arch)`
   (for the GCN, which infers the node count from the codes).
+
+Each encoding declares the space capabilities it `needs` (see hwnas.spaces.base.CAPABILITIES); `onehot` and
+`graph` need none, so every space has them. Asking for an encoding a space lacks is one HwnasError; a predictor
+whose default encoding a space lacks falls back to its declared `minimal_encoding` (see `encoding_for`).
+Ragged spaces (decisions with different option counts) work throughout: the one-hot code is decision after
+decision, each over its own options; counts are over option positions.
 """
 from __future__ import annotations
 
@@ -32,13 +38,50 @@ from hwnas.registry import Registry
 from hwnas.spaces.base import Arch, SearchSpace
 
 ENCODINGS: Registry = Registry("encoding")
-register_encoding = ENCODINGS.register
 Encoder = Callable[[SearchSpace, Sequence[Arch], Sequence[int] | None], np.ndarray]
+#: what each registered encoding needs from a space (capability names)
+NEEDS: dict[str, frozenset[str]] = {}
+_LIVE = frozenset({"live_edges"})
+_ANALYTIC = frozenset({"profile", "live_edges"})
+
+
+def register_encoding(name: str, needs: frozenset[str] | set[str] = frozenset()) -> Callable[[Encoder], Encoder]:
+    """Register an encoding with the space capabilities it needs."""
+    NEEDS[name] = frozenset(needs)
+    return ENCODINGS.register(name)
+
+
+def encoding_needs(encoding: str) -> frozenset[str]:
+    ENCODINGS.get(encoding)  # unknown: one line naming the known ones
+    return NEEDS.get(encoding, frozenset())
+
+
+def supports(space: SearchSpace, encoding: str) -> bool:
+    return encoding_needs(encoding) <= space.capabilities
+
+
+def require_encoding(space: SearchSpace, encoding: str) -> None:
+    """One line when `space` lacks what `encoding` needs, naming the spaces that have it."""
+    for capability in sorted(encoding_needs(encoding)):
+        space.require(capability, f"the {encoding!r} encoding (use 'onehot', which every space has)")
+
+
+def encoding_for(predictor, space: SearchSpace, requested: str | None = None) -> str:
+    """The encoding a predictor reads on `space`: `requested` if given (refused in one line if the space lacks
+    what it needs), else the predictor's default if the space has what it needs, else its `minimal_encoding`."""
+    if requested is not None:
+        require_encoding(space, requested)
+        return requested
+    if supports(space, predictor.default_encoding):
+        return predictor.default_encoding
+    return predictor.minimal_encoding
 
 
 def encode_archs(space: SearchSpace, archs: Sequence[Arch], encoding: str = "onehot",
                  input_shape: Sequence[int] | None = None) -> np.ndarray:
-    """Encode architectures with a registered encoding (HwnasError naming the known ones if unknown)."""
+    """Encode architectures with a registered encoding (HwnasError naming the known ones if unknown, or saying
+    what the space lacks)."""
+    require_encoding(space, encoding)
     return np.asarray(ENCODINGS.get(encoding)(space, list(archs), input_shape), np.float32)
 
 
@@ -48,50 +91,55 @@ def onehot(space: SearchSpace, archs: Sequence[Arch], input_shape=None) -> np.nd
 
 
 def _live_mask(space: SearchSpace, archs: Sequence[Arch]) -> np.ndarray:
-    if not hasattr(space, "live_edges"):
-        raise HwnasError(f"space {space.name!r} has no live_edges(); use the 'onehot' encoding")
+    space.require("live_edges", "live-edge encodings")
     return np.array([space.live_edges(a) for a in archs], bool).reshape(len(archs), -1)
 
 
-@register_encoding("live-onehot")
+@register_encoding("live-onehot", _LIVE)
 def live_onehot(space: SearchSpace, archs: Sequence[Arch], input_shape=None) -> np.ndarray:
+    """One-hot with dead decisions set to their `none` option (or left all-zero where a decision has none)."""
     archs = list(archs)
     live = _live_mask(space, archs)
-    pruned = [Arch(a.space, tuple(c if keep else 0 for c, keep in zip(a.choices, row))) for a, row in zip(archs, live)]
-    return space.encode_many(pruned)
+    none_of = dict(sorted(space.none_options(), reverse=True))  # decision -> its (lowest) none option
+    codes = space.encode_many(archs)
+    offsets = space.code_offsets
+    for i, row in enumerate(live):
+        for d in np.flatnonzero(~row):
+            codes[i, offsets[d]:offsets[d + 1]] = 0.0
+            if d in none_of:
+                codes[i, offsets[d] + none_of[d]] = 1.0
+    return codes
 
 
 #: operations that do arithmetic on their input (their count tracks compute on every device)
 _CONV_WORDS = ("conv",)
 
 
-@register_encoding("analytic")
+@register_encoding("analytic", _ANALYTIC)
 def analytic(space: SearchSpace, archs: Sequence[Arch], input_shape=None) -> np.ndarray:
     archs = list(archs)
-    if not hasattr(space, "profile"):
-        raise HwnasError(f"space {space.name!r} has no profile(); use the 'onehot' encoding")
+    space.require("profile", "analytic encodings")
     shape = input_shape or space.default_input_shape
     live = _live_mask(space, archs)
-    ops = getattr(space, "ops", None)
     rows = []
     for a, row in zip(archs, live):
         p = space.profile(a, shape)
-        convs = sum(1 for c, keep in zip(a.choices, row) if keep and ops and any(w in ops[c] for w in _CONV_WORDS))
+        convs = sum(1 for d, (c, keep) in enumerate(zip(a.choices, row))
+                    if keep and any(w in space.option_labels(d)[c] for w in _CONV_WORDS))
         rows.append([np.log(max(p.macs, 1.0)), np.log(max(p.params, 1)), np.log(max(p.activation_bytes, 1.0)),
                      p.layers / 100.0, row.sum(), convs, float(row.any())])
     return np.array(rows, np.float32).reshape(len(archs), 7)
 
 
-@register_encoding("op-counts")
+@register_encoding("op-counts", _LIVE)
 def op_counts(space: SearchSpace, archs: Sequence[Arch], input_shape=None) -> np.ndarray:
     archs = list(archs)
-    rows, cols = space.alpha_shape
-    every = onehot(space, archs).reshape(len(archs), rows, cols).sum(axis=1)
-    live = live_onehot(space, archs).reshape(len(archs), rows, cols).sum(axis=1)
+    every = space.table_from_code(onehot(space, archs)).sum(axis=1)
+    live = space.table_from_code(live_onehot(space, archs)).sum(axis=1)
     return np.hstack([every, live])
 
 
-@register_encoding("cost")
+@register_encoding("cost", _ANALYTIC)
 def cost(space: SearchSpace, archs: Sequence[Arch], input_shape=None) -> np.ndarray:
     archs = list(archs)
     a = analytic(space, archs, input_shape).astype(np.float64)
@@ -100,27 +148,32 @@ def cost(space: SearchSpace, archs: Sequence[Arch], input_shape=None) -> np.ndar
     return np.hstack([op_counts(space, archs), linear])
 
 
-@register_encoding("features")
+@register_encoding("features", _ANALYTIC)
 def features(space: SearchSpace, archs: Sequence[Arch], input_shape=None) -> np.ndarray:
     archs = list(archs)
     return np.hstack([onehot(space, archs), live_onehot(space, archs), analytic(space, archs, input_shape)])
 
 
-@register_encoding("cost-features")
+@register_encoding("cost-features", _ANALYTIC)
 def cost_features(space: SearchSpace, archs: Sequence[Arch], input_shape=None) -> np.ndarray:
     archs = list(archs)
     return np.hstack([cost(space, archs, input_shape), features(space, archs, input_shape)])
 
 
 def cost_block_width(codes: np.ndarray) -> int:
-    """Width of the leading `cost` block of `cost-features` codes. With c options and r decisions the codes are
-    [counts over all decisions (c), over live ones (c), 7 linear, onehot (r*c), live-onehot (r*c), 7 analytic];
-    the first c columns of every row add up to r."""
+    """Width of the leading `cost` block of `cost-features` codes. With c option positions, r decisions and a
+    one-hot code of length D the codes are [counts over all decisions (c), over live ones (c), 7 linear,
+    onehot (D), live-onehot (D), 7 analytic]; the first c columns of every row and its onehot block both add up
+    to r (D = r*c unless the space is ragged)."""
     codes = np.asarray(codes)
     length = codes.shape[1]
     for c in range(1, length):
-        r, rest = divmod(length - 14 - 2 * c, 2 * c)
-        if r >= 1 and not rest and np.allclose(codes[:, :c].sum(axis=1), r):
+        d, rest = divmod(length - 14 - 2 * c, 2)
+        if d < 1 or rest:
+            continue
+        counts = codes[:, :c].sum(axis=1)
+        block = codes[:, 2 * c + 7: 2 * c + 7 + d].sum(axis=1)
+        if np.all(counts >= 1) and np.allclose(counts, counts[0]) and np.allclose(block, counts):
             return 2 * c + 7
     raise HwnasError(f"codes of length {length} are not 'cost-features' encodings")
 

@@ -39,6 +39,7 @@ class GCNPredictor(Predictor):
 
     name = "gcn"
     default_encoding = "graph"
+    minimal_encoding = "graph"  # every space has a graph (the base class gives a chain of decisions)
 
     def __init__(self, log_target: bool | None = None, seed: int = 0, hidden: int = 64, layers: int = 3,
                  epochs: int = 200, lr: float = 3e-3, weight_decay: float = 1e-4, rank_weight: float = 0.0, **settings):

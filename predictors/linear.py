@@ -80,6 +80,7 @@ class LookupTablePredictor(Predictor):
     name = "lookup"
     default_encoding = "onehot"
     default_log_target = False
+    additive = True
 
     def __init__(self, log_target: bool | None = None, seed: int = 0, alpha: float = 1e-3, **settings):
         super().__init__(log_target, seed, alpha=float(alpha), **settings)
@@ -103,16 +104,17 @@ class LookupTablePredictor(Predictor):
     def predict(self, X: np.ndarray) -> np.ndarray:
         return self._from_target(np.asarray(X, np.float64) @ self.table + self.base)
 
-    def table_for(self, alpha_shape: tuple[int, int]) -> tuple[float, np.ndarray]:
-        """(base, table of shape alpha_shape): what `HardwareCost(table=..., base=...)` takes."""
+    def table_for(self, space) -> tuple[float, np.ndarray]:
+        """(base, table of shape space.alpha_shape, zero where a ragged decision has no option): the
+        AdditiveCost protocol of hwnas.search.cost."""
         if self.log_target:
             raise HwnasError("a lookup table fitted on log targets is not additive; fit it with log_target=False")
-        if self.table is None or self.table.size != int(np.prod(alpha_shape)):
+        if self.table is None or self.encoding != "onehot" or self.table.size != space.code_length:
             size = "no" if self.table is None else self.table.size
             raise HwnasError(f"this lookup table has {size} entries, not one per decision and option "
-                             f"({alpha_shape[0]}x{alpha_shape[1]}); it was fitted on the {self.encoding!r} encoding: "
-                             "fit it with --encoding onehot")
-        return self.base, self.table.reshape(alpha_shape)
+                             f"({space.code_length} for {space.name}); it was fitted on the {self.encoding!r} "
+                             "encoding: fit it with --encoding onehot")
+        return self.base, space.table_from_code(self.table)
 
     def get_arrays(self) -> dict[str, np.ndarray]:
         return {"table": self.table, "base": np.array(self.base)}

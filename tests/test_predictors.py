@@ -291,16 +291,16 @@ def test_lookup_table_from_per_operation_profiling(tmp_path):
     table = lookup_from_profiling(tiny, get_backend("torch-cpu", threads=1), (3, 16, 16),
                                   protocol=TimingProtocol.quick(), store=store)
     assert store.count() == 1 + 6 * 4  # the all-none cell and every single-operation variant, each stored
-    base, per_op = table.table_for(tiny.alpha_shape)
+    base, per_op = table.table_for(tiny)
     assert base > 0 and per_op.shape == (6, 5) and np.all(per_op[:, 0] == 0)
     conv3 = tiny.from_string("|nor_conv_3x3~0|+|none~0|none~1|+|none~0|none~1|none~2|")
     assert table.predict(tiny.encode_many([conv3]))[0] == pytest.approx(base + per_op[0, 3])
 
 
 def test_lookup_table_for_needs_one_entry_per_decision_and_option(table):
-    _, per_op = fitted("lookup", table).table_for(SPACE.alpha_shape)  # the onehot encoding: one entry each
+    _, per_op = fitted("lookup", table).table_for(SPACE)  # the onehot encoding: one entry each
     assert per_op.shape == (6, 5)
     X = encoded(table, "op-counts", slice(0, 50))
     counts = get_predictor("lookup", encoding="op-counts").fit(X, table[1]["fpga"][:50])
-    with pytest.raises(HwnasError, match=rf"has {X.shape[1]} entries, not one per decision and option \(6x5\)"):
-        counts.table_for(SPACE.alpha_shape)
+    with pytest.raises(HwnasError, match=rf"has {X.shape[1]} entries, not one per decision and option \(30 for nb201\)"):
+        counts.table_for(SPACE)

@@ -132,5 +132,5 @@ def test_space_settings_and_unknown_space():
         get_space("darts")
     with pytest.raises(HwnasError, match="accepted: C, N, classes"):
         get_space("nb201:width=3")
-    with pytest.raises(HwnasError, match="positive integer"):
+    with pytest.raises(HwnasError, match=r"C=0 is not accepted; accepted: an integer 1\.\.4096"):
         get_space("nb201:C=0")

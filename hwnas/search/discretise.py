@@ -12,17 +12,19 @@ architecture of the whole space.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from collections.abc import Set as AbstractSet
 
 import numpy as np
 import torch
 
 from hwnas.errors import HwnasError
 from hwnas.search.cost import HardwareCost
+from hwnas.spaces.base import Arch
 
 
 def arch_log_prob(space, alpha: torch.Tensor, archs) -> np.ndarray:
     """Log-probability of each architecture under softmax(alpha) (independent decisions)."""
-    logp = torch.log_softmax(alpha.detach(), dim=-1).numpy()
+    logp = torch.log_softmax(space.masked_logits(alpha.detach()), dim=-1).numpy()
     choices = np.array([a.choices for a in archs])
     return logp[np.arange(logp.shape[0])[None, :], choices].sum(axis=1)
 
@@ -47,42 +49,46 @@ def most_probable_feasible(space, alpha: torch.Tensor, costs: Sequence[HardwareC
     return archs[int(ok[np.argmax(score[ok])])] if len(ok) else None
 
 
-def derive_within_budget(space, alpha: torch.Tensor, costs: Sequence[HardwareCost], exclude: set[str] = frozenset(),
-                         max_moves: int = 6, recent: Sequence[str] = ()):
-    """Returns (arch, moves): the architecture and the list of architecture strings visited on the way.
-    `recent`: architecture strings the search derived lately (its last epoch), candidates before neighbours."""
+def derive_within_budget(space, alpha: torch.Tensor, costs: Sequence[HardwareCost], exclude: AbstractSet[Arch] = frozenset(),
+                         max_moves: int = 6, recent: Sequence[Arch] = ()) -> tuple[Arch, list[Arch]]:
+    """Returns (arch, moves): the architecture and the architectures visited on the way.
+    `exclude`: architectures not to return (measured over budget). `recent`: architectures the search derived
+    lately (its last epoch, `Strategy.recent_archs`), candidates before neighbours."""
     arch = space.derive(alpha)
-    moves = [space.to_string(arch)]
+    moves = [arch]
 
-    def usable(a) -> bool:
-        return space.to_string(a) not in exclude and worst_ratio(costs, [a])[0] <= 1.0
-
-    def found(best):
-        moves.append(space.to_string(best))
-        return best, moves
+    def usable(a: Arch) -> bool:
+        return a not in exclude and worst_ratio(costs, [a])[0] <= 1.0
 
     if usable(arch):
         return arch, moves
-    best = most_probable_feasible(space, alpha, costs, [space.from_string(a) for a in dict.fromkeys(recent)
-                                                        if a not in exclude])
+    best = most_probable_feasible(space, alpha, costs, [a for a in dict.fromkeys(recent) if a not in exclude])
+    if best is None:
+        best, arch = _walk_neighbours(space, alpha, costs, arch, exclude, max_moves, moves)
+    if best is None and space.size() is not None and space.size() <= 200_000:
+        best = most_probable_feasible(space, alpha, costs, [a for a in space.all_archs() if a not in exclude])
     if best is not None:
-        return found(best)
+        if best != moves[-1]:
+            moves.append(best)
+        return best, moves
+    budgets = ", ".join(f"{c.target} <= {c.budget:g}" for c in costs)
+    raise HwnasError(f"no architecture of {space.spec} is predicted within the budget ({budgets}); raise the budget")
+
+
+def _walk_neighbours(space, alpha, costs, arch: Arch, exclude: AbstractSet[Arch], max_moves: int,
+                     moves: list[Arch]) -> tuple[Arch | None, Arch]:
+    """Up to `max_moves` steps: the best feasible neighbour if any, else step to the neighbour with the least
+    overshoot (then most probable) and look again. Returns (found or None, where the walk ended)."""
     for _ in range(max_moves):
-        nbrs = [n for n in space.neighbours(arch) if space.to_string(n) not in exclude]
+        nbrs = [n for n in space.neighbours(arch) if n not in exclude]
         if not nbrs:
             break
         best = most_probable_feasible(space, alpha, costs, nbrs)
         if best is not None:
-            return found(best)
+            return best, arch
         ratio, score = worst_ratio(costs, nbrs), arch_log_prob(space, alpha, nbrs)
         arch = nbrs[int(np.lexsort((-score, ratio))[0])]  # least overshoot, then most probable
-        moves.append(space.to_string(arch))
-        if usable(arch):
-            return arch, moves
-    if space.size() is not None and space.size() <= 200_000:
-        best = most_probable_feasible(space, alpha, costs,
-                                      [a for a in space.all_archs() if space.to_string(a) not in exclude])
-        if best is not None:
-            return found(best)
-    budgets = ", ".join(f"{c.target} <= {c.budget:g}" for c in costs)
-    raise HwnasError(f"no architecture of {space.spec} is predicted within the budget ({budgets}); raise the budget")
+        moves.append(arch)
+        if worst_ratio(costs, [arch])[0] <= 1.0:
+            return arch, arch
+    return None, arch

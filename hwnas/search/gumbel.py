@@ -24,7 +24,8 @@ class Gumbel(Strategy):
 
     def sample(self) -> tuple[torch.Tensor, list[int]]:
         u = torch.rand(self.alpha.shape, generator=self.generator).clamp_(1e-9, 1 - 1e-9)
-        soft = F.softmax((self.alpha - torch.log(-torch.log(u))) / self.tau, dim=-1)
+        logits = self.space.masked_logits(self.alpha)  # -inf where a ragged decision has no option: never sampled
+        soft = F.softmax((logits - torch.log(-torch.log(u))) / self.tau, dim=-1)
         index = soft.argmax(dim=-1)
         hard = F.one_hot(index, soft.shape[-1]).to(soft.dtype)
         return hard - soft.detach() + soft, index.tolist()  # straight-through: hard forward, soft gradient

@@ -1,8 +1,10 @@
 """Search strategies on one shared supernet, their registry, and the one search loop they all run in.
 
-A strategy owns the architecture parameters `alpha` (shape `space.alpha_shape`) and two optimisers (SGD for
+A strategy owns the architecture parameters `alpha` (shape `space.alpha_shape`; on a ragged space the entries
+outside `space.alpha_mask` are ignored: `space.mixing_weights` gives them weight 0) and two optimisers (SGD for
 the supernet's weights, Adam for alpha) and defines `step(train_batch, val_batch)`. A new strategy is one
-file with a `Strategy` subclass and `@register_strategy("name")`.
+file with a `Strategy` subclass and `@register_strategy("name")`. Inside the search an architecture is its
+`Arch` (hashable); strings appear only in the history, for people and files.
 """
 from __future__ import annotations
 
@@ -17,6 +19,7 @@ from torch import nn
 from hwnas.errors import HwnasError
 from hwnas.registry import Registry
 from hwnas.search.cost import HardwareCost, total_loss
+from hwnas.spaces.base import Arch
 
 STRATEGIES: Registry = Registry("search strategy")
 register_strategy = STRATEGIES.register
@@ -46,11 +49,13 @@ class Strategy:
         self.arch_opt = torch.optim.Adam([self.alpha], lr=arch_lr, betas=(0.5, 0.999), weight_decay=arch_weight_decay)
         self.options = options
         self.progress = 0.0  # fraction of the search done, for schedules
+        #: the architectures derived at each step of the last epoch, oldest first (discretisation candidates)
+        self.recent_archs: list[Arch] = []
 
     # --- shared pieces ----------------------------------------------------------------------------------------
     def mixing(self, alpha: torch.Tensor | None = None) -> torch.Tensor:
-        """Mixing weights (decisions x options): the softmax of alpha, as `space.relax` lays it out."""
-        return self.space.relax(self.alpha if alpha is None else alpha).reshape(self.space.alpha_shape)
+        """Mixing weights (decisions x options): the softmax of alpha over each decision's existing options."""
+        return self.space.mixing_weights(self.alpha if alpha is None else alpha)
 
     def task_loss(self, batch: Batch, weights: torch.Tensor, active=None) -> tuple[torch.Tensor, float]:
         x, y = batch
@@ -90,47 +95,31 @@ def batches(x: torch.Tensor, y: torch.Tensor, batch_size: int, generator: torch.
 
 def run_search(strategy: Strategy, dataset, epochs: int, batch_size: int = 64,
                on_epoch: Callable[[dict[str, Any]], None] | None = None) -> list[dict[str, Any]]:
-    """The one search loop: per step a strategy update and a dual-ascent step of every multiplier; per epoch
-    a history row (loss, accuracy, relaxed cost and multiplier per target, the derived architecture)."""
+    """The one search loop: per step a strategy update and a controller step of every multiplier; per epoch a
+    history row: loss, accuracy, and per target the relaxed expected cost ("cost"), the derived architecture's
+    predicted cost ("derived_cost"), which of the two the multiplier follows ("tracks"), the multiplier (>= 0),
+    the pull (>= 0, "target" mode) and the dual variable; and the derived architecture."""
+    strategy.space.check_fits(dataset.input_shape, batch_size)  # before the first batch is allocated
     history: list[dict[str, Any]] = []
-    g = strategy.generator
     for epoch in range(epochs):
         strategy.start_epoch(epoch, epochs)
         strategy.supernet.train()
-        sums: dict[str, float] = {"loss": 0.0, "accuracy": 0.0}
-        steps = 0
-        trace: list[dict[str, Any]] = []  # per step: relaxed cost and multiplier, for the plot
-        val_iter = iter(())
-        for train in batches(dataset.x_train, dataset.y_train, batch_size, g):
-            val = next(val_iter, None)
-            if val is None:
-                val_iter = batches(dataset.x_val, dataset.y_val, batch_size, g)
-                val = next(val_iter)
-            out = strategy.step(train, val)
-            derived = strategy.space.derive(strategy.alpha)
-            derived_cost = {c.target: float(c.predict_arch([derived])[0]) for c in strategy.costs}
-            tracked = {c.target: derived_cost[c.target] if c.track == "derived" else out["costs"][c.target]
-                       for c in strategy.costs}
-            tightest = max(strategy.costs, key=lambda c: tracked[c.target] / c.budget).target
-            for c in strategy.costs:
-                c.update_multiplier(tracked[c.target], tightest=c.target == tightest)
-            trace.append({"cost": dict(out["costs"]), "derived_cost": derived_cost,
-                          "derived": strategy.space.to_string(derived),
-                          "dual": {c.target: c.dual for c in strategy.costs},
-                          "multiplier": {c.target: c.multiplier for c in strategy.costs}})
-            sums["loss"] += out["loss"]
-            sums["accuracy"] += out["accuracy"]
-            steps += 1
+        sums = {"loss": 0.0, "accuracy": 0.0}
+        trace = _run_epoch(strategy, dataset, batch_size, sums)
+        steps = max(1, len(trace))
         with torch.no_grad():
             relaxed = {c.target: float(c.value(strategy.alpha)) for c in strategy.costs}
         arch = strategy.space.derive(strategy.alpha)
         row = {
-            "epoch": epoch + 1, "loss": sums["loss"] / max(1, steps), "accuracy": sums["accuracy"] / max(1, steps),
-            "cost": relaxed, "multiplier": {c.target: c.multiplier for c in strategy.costs},
+            "epoch": epoch + 1, "loss": sums["loss"] / steps, "accuracy": sums["accuracy"] / steps,
+            "cost": relaxed,
+            "derived_cost": {c.target: float(c.predict_arch([arch])[0]) for c in strategy.costs},
+            "tracks": {c.target: c.track for c in strategy.costs},
+            "multiplier": {c.target: c.multiplier for c in strategy.costs},
+            "pull": {c.target: c.pull for c in strategy.costs},
             "dual": {c.target: c.dual for c in strategy.costs},
             "budget": {c.target: c.budget for c in strategy.costs},
             "derived": strategy.space.to_string(arch),
-            "derived_cost": {c.target: float(c.predict_arch([arch])[0]) for c in strategy.costs},
             "steps": trace,
         }
         if math.isnan(row["loss"]):
@@ -139,3 +128,34 @@ def run_search(strategy: Strategy, dataset, epochs: int, batch_size: int = 64,
         if on_epoch is not None:
             on_epoch(row)
     return history
+
+
+def _run_epoch(strategy: Strategy, dataset, batch_size: int, sums: dict[str, float]) -> list[dict[str, Any]]:
+    """One pass over the training data; returns the per-step trace and keeps `strategy.recent_archs`."""
+    g = strategy.generator
+    trace: list[dict[str, Any]] = []  # per step: relaxed cost and multiplier, for the plot
+    strategy.recent_archs = []
+    val_iter = iter(())
+    for train in batches(dataset.x_train, dataset.y_train, batch_size, g):
+        val = next(val_iter, None)
+        if val is None:
+            val_iter = batches(dataset.x_val, dataset.y_val, batch_size, g)
+            val = next(val_iter)
+        out = strategy.step(train, val)
+        derived = strategy.space.derive(strategy.alpha)
+        strategy.recent_archs.append(derived)
+        derived_cost = {c.target: float(c.predict_arch([derived])[0]) for c in strategy.costs}
+        tracked = {c.target: derived_cost[c.target] if c.track == "derived" else out["costs"][c.target]
+                   for c in strategy.costs}
+        if strategy.costs:
+            tightest = max(strategy.costs, key=lambda c: tracked[c.target] / c.budget).target
+            for c in strategy.costs:
+                c.update_multiplier(tracked[c.target], tightest=c.target == tightest)
+        trace.append({"cost": dict(out["costs"]), "derived_cost": derived_cost,
+                      "derived": strategy.space.to_string(derived),
+                      "dual": {c.target: c.dual for c in strategy.costs},
+                      "multiplier": {c.target: c.multiplier for c in strategy.costs},
+                      "pull": {c.target: c.pull for c in strategy.costs}})
+        sums["loss"] += out["loss"]
+        sums["accuracy"] += out["accuracy"]
+    return trace

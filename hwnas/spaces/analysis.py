@@ -1,4 +1,7 @@
-"""Analytic cost of a built network: multiply-accumulates, parameters and memory traffic, by forward hooks."""
+"""Analytic cost of a built network: multiply-accumulates, parameters and memory traffic, by forward hooks.
+
+Two operation counts: `macs` (the "full" convention: convolutions and linear layers without bias, plus BatchNorm,
+pooling and global pooling) and `benchmark_flops` (NAS-Bench-201's: Conv2d and Linear only, bias included)."""
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -14,22 +17,27 @@ class ModelProfile:
     params: int
     activation_bytes: float  # bytes read and written by layers (float32), a memory-traffic estimate
     layers: int  # layers that do arithmetic (conv, linear, pooling, normalisation)
+    #: NAS-Bench-201's FLOPs: Conv2d and Linear multiply-accumulates with the bias, nothing else
+    benchmark_flops: float = 0.0
 
 
 def profile_model(model: nn.Module, input_shape: Sequence[int]) -> ModelProfile:
     macs = 0.0
+    benchmark = 0.0
     traffic = 0.0
     layers = 0
 
     def hook(module: nn.Module, inputs, output) -> None:
-        nonlocal macs, traffic, layers
+        nonlocal macs, benchmark, traffic, layers
         x = inputs[0]
         out_elems = output.numel()
         if isinstance(module, nn.Conv2d):
             k = module.kernel_size[0] * module.kernel_size[1] * (module.in_channels // module.groups)
             macs += out_elems * k
+            benchmark += out_elems * (k + (module.bias is not None))
         elif isinstance(module, nn.Linear):
             macs += out_elems * module.in_features
+            benchmark += out_elems * (module.in_features + (module.bias is not None))
         elif isinstance(module, (nn.AvgPool2d, nn.MaxPool2d)):
             ks = module.kernel_size if isinstance(module.kernel_size, int) else module.kernel_size[0]
             macs += out_elems * ks * ks
@@ -52,4 +60,4 @@ def profile_model(model: nn.Module, input_shape: Sequence[int]) -> ModelProfile:
             h.remove()
         model.train(was_training)
     params = sum(p.numel() for p in model.parameters())
-    return ModelProfile(macs=macs, params=params, activation_bytes=traffic, layers=layers)
+    return ModelProfile(macs=macs, params=params, activation_bytes=traffic, layers=layers, benchmark_flops=benchmark)

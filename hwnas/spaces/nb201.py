@@ -16,9 +16,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from hwnas.errors import HwnasError
+from hwnas.errors import HwnasError, quote
 from hwnas.spaces.analysis import ModelProfile, profile_model
-from hwnas.spaces.base import Arch, Graph, SearchSpace
+from hwnas.spaces.base import Arch, Graph, SearchSpace, bounded_int, check_convention
 from hwnas.spaces.registry import register_space
 
 OPS = ("none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3")
@@ -193,17 +193,27 @@ class NB201Supernet(NB201Network):
 class NB201Space(SearchSpace):
     name = "nb201"
     defaults: ClassVar[dict[str, int]] = {"C": 16, "N": 5, "classes": 10}
+    #: accepted range of each macro setting (what fits is checked further by `check_fits`)
+    bounds: ClassVar[dict[str, tuple[int, int]]] = {"C": (1, 4096), "N": (1, 64), "classes": (1, 100_000)}
+    capabilities = frozenset({"profile", "live_edges", "index", "memory"})
     default_input_shape = (3, 32, 32)
     ops = OPS
     edges = EDGES
 
     def __init__(self, **params):
         super().__init__(**params)
-        for key in ("C", "N", "classes"):
-            value = self.params[key]
-            if not isinstance(value, int) or value < 1:
-                raise HwnasError(f"nb201 setting {key}={value!r} is not accepted; it must be a positive integer")
+        for key, (low, high) in self.bounds.items():
+            self.params[key] = bounded_int("nb201", key, self.params[key], low, high)
         self._profiles: dict[tuple[int, ...], tuple[ModelProfile, np.ndarray]] = {}
+
+    def options_per_decision(self) -> tuple[int, ...]:
+        return (len(OPS),) * len(EDGES)
+
+    def option_labels(self, decision: int) -> tuple[str, ...]:
+        return OPS
+
+    def none_options(self) -> frozenset[tuple[int, int]]:
+        return frozenset((k, OPS.index("none")) for k in range(len(EDGES)))
 
     # --- naming -------------------------------------------------------------------------------------------
     def to_string(self, arch: Arch) -> str:
@@ -216,30 +226,31 @@ class NB201Space(SearchSpace):
     def from_string(self, text: str) -> Arch:
         s = str(text).strip()
         hint = f"expected NAS-Bench-201's form, e.g. {EXAMPLE}"
+        shown = quote(s)  # at most ~200 characters of what was given
         nodes = s.split("+")
         if len(nodes) != 3:
-            raise HwnasError(f"malformed nb201 architecture {s!r}: {len(nodes)} node(s) separated by '+', need 3; {hint}")
+            raise HwnasError(f"malformed nb201 architecture {shown}: {len(nodes)} node(s) separated by '+', need 3; {hint}")
         choices: list[int] = []
         for node, part in enumerate(nodes, start=1):
             if not (part.startswith("|") and part.endswith("|")) or len(part) < 2:
-                raise HwnasError(f"malformed nb201 architecture {s!r}: node {node} {part!r} must be wrapped in '|'; {hint}")
+                raise HwnasError(f"malformed nb201 architecture {shown}: node {node} {quote(part, 60)} must be wrapped in '|'; {hint}")
             edges = part[1:-1].split("|")
             if len(edges) != node:
-                raise HwnasError(f"malformed nb201 architecture {s!r}: node {node} has {len(edges)} edge(s), needs {node}; {hint}")
+                raise HwnasError(f"malformed nb201 architecture {shown}: node {node} has {len(edges)} edge(s), needs {node}; {hint}")
             for i, edge in enumerate(edges):
                 m = _NODE_RE.match(edge)
                 if not m:
-                    raise HwnasError(f"malformed nb201 architecture {s!r}: edge {edge!r} is not 'op~input'; {hint}")
+                    raise HwnasError(f"malformed nb201 architecture {shown}: edge {quote(edge, 60)} is not 'op~input'; {hint}")
                 op, source = m.group(1), int(m.group(2))
                 if op not in OPS:
-                    raise HwnasError(f"malformed nb201 architecture {s!r}: unknown operation {op!r}; accepted: {', '.join(OPS)}")
+                    raise HwnasError(f"malformed nb201 architecture {shown}: unknown operation {quote(op, 60)}; accepted: {', '.join(OPS)}")
                 if source != i:
-                    raise HwnasError(f"malformed nb201 architecture {s!r}: edge {edge!r} of node {node} must read node {i}; {hint}")
+                    raise HwnasError(f"malformed nb201 architecture {shown}: edge {quote(edge, 60)} of node {node} must read node {i}; {hint}")
                 choices.append(OPS.index(op))
         return Arch(self.name, tuple(choices))
 
     def sample(self, rng: np.random.Generator) -> Arch:
-        return Arch(self.name, tuple(int(c) for c in rng.integers(0, len(OPS), size=len(EDGES))))
+        return Arch(self.name, tuple(int(c) for c in rng.integers(0, len(OPS), size=len(EDGES))))  # one call, as before
 
     def size(self) -> int:
         return len(OPS) ** len(EDGES)
@@ -256,10 +267,6 @@ class NB201Space(SearchSpace):
         return [Arch(self.name, c) for c in _benchmark_order()]
 
     # --- encodings ----------------------------------------------------------------------------------------
-    @property
-    def alpha_shape(self) -> tuple[int, int]:
-        return (len(EDGES), len(OPS))
-
     def live_edges(self, arch: Arch) -> list[bool]:
         """Which edges carry a non-`none` operation on some path from the cell's input to its output."""
         on = [arch.choices[k] != 0 for k in range(len(EDGES))]
@@ -296,11 +303,13 @@ class NB201Space(SearchSpace):
 
     def build(self, arch: Arch, input_shape: Sequence[int] | None = None) -> nn.Module:
         shape = self.check_input_shape(input_shape or self.default_input_shape)
+        self.check_fits(shape, 1, arch)
         p = self.params
         return NB201Model(shape[0], p["C"], p["N"], p["classes"], arch.choices)
 
     def supernet(self, input_shape: Sequence[int] | None = None) -> NB201Supernet:
         shape = self.check_input_shape(input_shape or self.default_input_shape)
+        self.check_fits(shape, 1, None)
         p = self.params
         return NB201Supernet(shape[0], p["C"], p["N"], p["classes"])
 
@@ -311,7 +320,7 @@ class NB201Space(SearchSpace):
         if shape not in self._profiles:
             none = Arch(self.name, (0,) * len(EDGES))
             base = profile_model(self.build(none, shape), shape)
-            delta = np.zeros((len(EDGES), len(OPS), 4))
+            delta = np.zeros((len(EDGES), len(OPS), 5))
             for k in range(len(EDGES)):
                 for op in range(1, len(OPS)):
                     choices = [0] * len(EDGES)
@@ -321,11 +330,56 @@ class NB201Space(SearchSpace):
             self._profiles[shape] = (base, delta)
         base, delta = self._profiles[shape]
         total = np.add(_as_vector(base), delta[np.arange(len(EDGES)), list(arch.choices)].sum(axis=0))
-        return ModelProfile(macs=float(total[0]), params=round(total[1]), activation_bytes=float(total[2]), layers=round(total[3]))
+        return ModelProfile(macs=float(total[0]), params=round(total[1]), activation_bytes=float(total[2]),
+                            layers=round(total[3]), benchmark_flops=float(total[4]))
 
-    def flops(self, arch: Arch, input_shape: Sequence[int] | None = None) -> float:
-        return self.profile(arch, input_shape).macs
+    def flops(self, arch: Arch, input_shape: Sequence[int] | None = None, convention: str = "full") -> float:
+        """See `SearchSpace.flops`: "full" (default; sampler, analytic encodings, export manifest `macs`) or
+        "benchmark" (NAS-Bench-201's published FLOPs: Conv2d and Linear with bias). Exact, from `profile`."""
+        check_convention(convention)
+        prof = self.profile(arch, input_shape)
+        return prof.macs if convention == "full" else prof.benchmark_flops
+
+    # --- sizes --------------------------------------------------------------------------------------------
+    def param_count(self, arch: Arch | None, in_channels: int = 3) -> int:
+        """Parameters of the discrete network (or, for None, the supernet, whose cells have no BN affine)."""
+        C, N, classes = self.params["C"], self.params["N"], self.params["classes"]
+        bn = 0 if arch is None else 2  # affine BatchNorm: weight and bias per channel
+        total = in_channels * C * 9 + 2 * C
+        for stage in range(3):
+            c = C * 2 ** stage
+            if stage > 0:
+                h = c // 2
+                total += h * c * 9 + bn * c + c * c * 9 + bn * c + h * c
+            if arch is None:
+                per_cell = len(EDGES) * (c * c * 9 + c * c)
+            else:
+                per_cell = sum({"nor_conv_3x3": c * c * 9 + 2 * c, "nor_conv_1x1": c * c + 2 * c}.get(OPS[k], 0)
+                               for k in arch.choices)
+            total += N * per_cell
+        cf = C * 4
+        return total + 2 * cf + cf * classes + classes
+
+    def memory_estimate(self, arch: Arch | None, input_shape: Sequence[int] | None = None, batch: int = 1) -> float:
+        """Bytes, float32: parameters (x3 for the supernet in training: weights, gradients, momentum) plus the
+        activations autograd keeps at this batch (per edge: ReLU, conv and BN outputs of each convolution, pooling
+        and zero outputs; in the supernet every operation of every edge). Computed, not built."""
+        shape = self.check_input_shape(input_shape or self.default_input_shape)
+        C, N = self.params["C"], self.params["N"]
+        kept = {"none": 1, "skip_connect": 0, "nor_conv_1x1": 3, "nor_conv_3x3": 3, "avg_pool_3x3": 1}
+        per_cell = len(EDGES) * (sum(kept.values()) + 2) if arch is None else sum(kept[OPS[k]] for k in arch.choices)
+        per_cell += 6  # node sums
+        hw = shape[1] * shape[2]
+        act = shape[0] * hw + 2 * C * hw
+        for stage in range(3):
+            c, area = C * 2 ** stage, hw // 4 ** stage
+            if stage > 0:
+                act += 8 * c * area + (c // 2) * area
+            act += N * per_cell * c * area
+        act += 4 * C * 3 + 4 * C  # head
+        params = self.param_count(arch, shape[0]) * (3 if arch is None else 1)
+        return 4.0 * (params + float(batch) * act)
 
 
 def _as_vector(p: ModelProfile) -> np.ndarray:
-    return np.array([p.macs, p.params, p.activation_bytes, p.layers], dtype=np.float64)
+    return np.array([p.macs, p.params, p.activation_bytes, p.layers, p.benchmark_flops], dtype=np.float64)

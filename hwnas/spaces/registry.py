@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from hwnas.errors import HwnasError
+from hwnas.errors import HwnasError, quote
 from hwnas.registry import Registry
 
 SPACES: Registry = Registry("search space")
@@ -28,6 +28,7 @@ def get_space(spec: str, **params: Any):
     for item in filter(None, (s.strip() for s in settings.split(","))):
         key, eq, value = item.partition("=")
         if not eq:
-            raise HwnasError(f"malformed space setting {item!r} in {spec!r}; accepted form: name:key=value,key=value")
+            raise HwnasError(f"malformed space setting {quote(item, 60)} in {quote(spec)}; accepted form: "
+                             "name:key=value,key=value")
         parsed[key.strip()] = _parse_value(value.strip())
     return SPACES.get(name.strip())(**{**parsed, **params})
