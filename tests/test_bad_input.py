@@ -2,7 +2,6 @@
 no traceback, and every store and file byte-identical afterwards (nothing created either).
 
 Cases another helper's branch makes pass are xfail (strict=False) until merged; the lead removes those marks.
-Cases that would allocate huge memory or hang before the memory estimate exists do not run until then.
 """
 from __future__ import annotations
 
@@ -128,18 +127,15 @@ class Case:
 S = ["--store", "{d}/m.db"]
 CASES = [
     # Sizes (h1: estimate memory from the space before building; refuse what cannot fit, saying the limit).
-    pytest.param(Case(["profile", "--space", "nb201:C=100000", "--samples", "1", *S]), id="size-C-1e5",
-                 marks=needs("h1", run=False)),
+    pytest.param(Case(["profile", "--space", "nb201:C=100000", "--samples", "1", *S]), id="size-C-1e5"),
     pytest.param(Case(["profile", "--space", "nb201:C=99999999999999999999999", "--samples", "1", *S]),
-                 id="size-C-huge-int", marks=needs("h1", run=False)),
-    pytest.param(Case(["profile", "--space", "nb201:N=100000", "--samples", "1", *S]), id="size-N-1e5",
-                 marks=needs("h1", run=False)),
+                 id="size-C-huge-int"),
+    pytest.param(Case(["profile", "--space", "nb201:N=100000", "--samples", "1", *S]), id="size-N-1e5"),
     pytest.param(Case(["profile", "--space", SPACE, "--input-shape", "3x100000x100000", "--samples", "1", *S]),
-                 id="size-input-shape", marks=needs("h1", run=False)),
-    pytest.param(Case(["profile", "--space", SPACE, "--batch", "100000000", "--samples", "1", *S]), id="size-batch",
-                 marks=needs("h1", run=False)),
+                 id="size-input-shape"),
+    pytest.param(Case(["profile", "--space", SPACE, "--batch", "100000000", "--samples", "1", *S]), id="size-batch"),
     pytest.param(Case(["export", "--space", SPACE, "--arch", "0", "--input-shape", "100000x32x32", "--out", "{d}/e"]),
-                 id="size-export-input-shape", marks=needs("h1", run=False)),
+                 id="size-export-input-shape"),
     pytest.param(Case(["profile", "--space", "nb201:C=0", *S], "nb201"), id="size-C-0"),
     # Stores.
     pytest.param(Case(["profile", "--space", SPACE, "--input-shape", SHAPE, "--arch", ARCH, *S], "read-only",
@@ -177,12 +173,9 @@ CASES = [
     pytest.param(Case(["measurements", "import", "--csv", "{d}/t.csv", "--space", SPACE, *S], "line 2",
                       setup=wide_csv([("|bogus~0|", "1")])), id="value-bad-arch"),
     pytest.param(Case(["fit", "--from-csv", "{d}/t.csv", "--target", "dev", "--space", SPACE, "--out", "{d}/p.npz"],
-                      setup=wide_csv([(str(i), str(-1.0 - i)) for i in range(12)])), id="value-fit-negative",
-                 marks=needs("h2")),
-    pytest.param(Case(["search", "--space", SPACE, "--budget-ms", "inf", *S]), id="value-search-budget-inf",
-                 marks=needs("h2")),
-    pytest.param(Case(["search", "--space", SPACE, "--budget-ms", "nan", *S]), id="value-search-budget-nan",
-                 marks=needs("h2")),
+                      setup=wide_csv([(str(i), str(-1.0 - i)) for i in range(12)])), id="value-fit-negative"),
+    pytest.param(Case(["search", "--space", SPACE, "--budget-ms", "inf", *S]), id="value-search-budget-inf"),
+    pytest.param(Case(["search", "--space", SPACE, "--budget-ms", "nan", *S]), id="value-search-budget-nan"),
     # Writes: nothing partial, an existing file untouched (the disk-full ones are in test_disk_full_*).
     pytest.param(Case(["measurements", "export", "--csv", "{d}/m.db/x.csv", *S], "Not a directory"),
                  id="write-under-a-file"),
