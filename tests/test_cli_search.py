@@ -149,9 +149,10 @@ def _commands(command, path=()):
     import click
 
     yield path, command
-    if isinstance(command, click.Group):
-        for name, sub in command.commands.items():
-            yield from _commands(sub, (*path, name))
+    if isinstance(command, click.Group):  # list_commands/get_command: the top group loads its commands lazily
+        ctx = click.Context(command)
+        for name in command.list_commands(ctx):
+            yield from _commands(command.get_command(ctx, name), (*path, name))
 
 
 def test_every_option_of_every_command_has_help(cli):
