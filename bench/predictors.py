@@ -12,7 +12,6 @@ same k=10. Prints tables, writes bench/results/predictors.json and bench/results
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import os
 import time
@@ -22,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from hwnas.files import read_wide_csv
 from hwnas.predictors import (
     encode_archs,
     get_predictor,
@@ -52,98 +52,84 @@ def shared_data() -> Path:
 
 
 def load(path: Path):
-    with open(path, newline="") as f:
-        rows = list(csv.DictReader(f))
+    """NAS-Bench-201's wide latency table through the library's one wide-CSV reader."""
     space = get_space("nb201")
-    archs = [space.from_string(r["arch"]) for r in rows]
-    devices = [c for c in rows[0] if c not in ("index", "arch")]
-    return space, archs, devices, np.array([[float(r[d]) for d in devices] for r in rows])
+    table = read_wide_csv(path, "arch", parse_arch=space.from_string)
+    return space, table.archs, table.columns, np.array([table.values[d] for d in table.columns]).T
 
 
 def mean_metrics(runs: list[dict]) -> dict:
     return {k: float(np.mean([r[k] for r in runs])) for k in KEYS} | {"seeds": len(runs)}
 
 
-def main() -> None:  # noqa: C901 - being split (issue 8)
+def parse_args() -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="n in {10, 20, 100}, 2 seeds, linear-cost and cost-gbt only")
     ap.add_argument("--methods", default=None, help=f"comma-separated subset of {', '.join(METHODS)}")
     ap.add_argument("--seeds", type=int, default=None)
     ap.add_argument("--transfer-rows", type=int, default=None,
                     help="pretraining rows per source device (default: all; --quick: 3000)")
-    args = ap.parse_args()
-    torch.set_num_threads(1)
-    warnings.filterwarnings("ignore", category=UserWarning)
-    from rich.console import Console
-    from rich.progress import Progress
-    from rich.table import Table
+    return ap.parse_args()
 
-    console = Console(width=150)
-    path = shared_data()
-    if not path.is_file():
-        raise SystemExit(f"published NAS-Bench-201 latencies not found at {path} (set HWNAS_SHARED_DATA)")
-    sizes = (10, 20, 100) if args.quick else SIZES
-    seeds = args.seeds or (2 if args.quick else 5)
-    methods = args.methods.split(",") if args.methods else (QUICK_METHODS if args.quick else tuple(METHODS))
-    transfer_rows = args.transfer_rows or (3000 if args.quick else None)
-    started = time.perf_counter()
 
-    space, archs, devices, Y = load(path)
-    encodings = {get_predictor(METHODS[m][0]).encoding for m in methods} | {"features", "cost"}
-    X = {e: encode_archs(space, archs, e) for e in encodings}
-    results: dict = {"sizes": list(sizes), "seeds": seeds, "methods": list(methods), "devices": devices,
-                     "goals": GOALS, "fit": {}, "transfer": {}}
-    plot_points: dict = {}
+def fit_all(progress, devices, sizes, methods, seeds, X, Y, results, plot_points) -> None:
+    """Every method at every training size on every device, `seeds` random splits each."""
+    task = progress.add_task("fitting", total=len(devices) * len(sizes) * seeds * len(methods))
+    for j, device in enumerate(devices):
+        for n in sizes:
+            for method in methods:
+                name, settings = METHODS[method]
+                runs = []
+                for seed in range(seeds):
+                    order = np.random.default_rng(seed).permutation(len(Y))
+                    train, test = order[:n], order[n:]
+                    p = get_predictor(name, seed=seed, **settings)
+                    pred = p.fit(X[p.encoding][train], Y[train, j]).predict(X[p.encoding][test])
+                    runs.append(regression_metrics(Y[test, j], pred))
+                    if seed == 0 and n == 100:
+                        plot_points[(device, method)] = (Y[test, j], pred)
+                    progress.advance(task)
+                results["fit"].setdefault(device, {}).setdefault(str(n), {})[method] = mean_metrics(runs)
 
-    with Progress(console=console, transient=True) as progress:
-        task = progress.add_task("fitting", total=len(devices) * len(sizes) * seeds * len(methods))
-        for j, device in enumerate(devices):
-            for n in sizes:
-                for method in methods:
-                    name, settings = METHODS[method]
-                    runs = []
-                    for seed in range(seeds):
-                        order = np.random.default_rng(seed).permutation(len(Y))
-                        train, test = order[:n], order[n:]
-                        p = get_predictor(name, seed=seed, **settings)
-                        pred = p.fit(X[p.encoding][train], Y[train, j]).predict(X[p.encoding][test])
-                        runs.append(regression_metrics(Y[test, j], pred))
-                        if seed == 0 and n == 100:
-                            plot_points[(device, method)] = (Y[test, j], pred)
-                        progress.advance(task)
-                    results["fit"].setdefault(device, {}).setdefault(str(n), {})[method] = mean_metrics(runs)
 
-        k = GOALS["transfer_k"]
-        task = progress.add_task("transfer", total=len(devices))
-        F = X["features"]
-        for j, device in enumerate(devices):
-            rows = np.random.default_rng(100).permutation(len(Y))[:transfer_rows]
-            sources = {d: (F[rows], Y[rows, i]) for i, d in enumerate(devices) if i != j}
-            body = pretrain_transfer(sources, seed=0, epochs=30)
-            adapted, scratch = [], []
-            for seed in range(seeds):
-                order = np.random.default_rng(seed).permutation(len(Y))
-                shots, test = order[:k], order[k:]
-                pred = body.fit(F[shots], Y[shots, j]).predict(F[test])
-                adapted.append(regression_metrics(Y[test, j], pred))
-                if seed == 0:
-                    plot_points[(device, "transfer")] = (Y[test, j], pred)
-                lc = get_predictor("linear-cost", seed=seed)
-                scratch.append(regression_metrics(
-                    Y[test, j], lc.fit(X["cost"][shots], Y[shots, j]).predict(X["cost"][test])))
-            results["transfer"][device] = {"transfer": mean_metrics(adapted), "linear-cost-scratch": mean_metrics(scratch)}
-            progress.advance(task)
+def transfer_all(progress, devices, seeds, transfer_rows, X, Y, results, plot_points) -> None:
+    """Leave one device out, pretrain on the others, adapt with k shots; against linear-cost from scratch."""
+    k = GOALS["transfer_k"]
+    task = progress.add_task("transfer", total=len(devices))
+    F = X["features"]
+    for j, device in enumerate(devices):
+        rows = np.random.default_rng(100).permutation(len(Y))[:transfer_rows]
+        sources = {d: (F[rows], Y[rows, i]) for i, d in enumerate(devices) if i != j}
+        body = pretrain_transfer(sources, seed=0, epochs=30)
+        adapted, scratch = [], []
+        for seed in range(seeds):
+            order = np.random.default_rng(seed).permutation(len(Y))
+            shots, test = order[:k], order[k:]
+            pred = body.fit(F[shots], Y[shots, j]).predict(F[test])
+            adapted.append(regression_metrics(Y[test, j], pred))
+            if seed == 0:
+                plot_points[(device, "transfer")] = (Y[test, j], pred)
+            lc = get_predictor("linear-cost", seed=seed)
+            scratch.append(regression_metrics(Y[test, j], lc.fit(X["cost"][shots], Y[shots, j]).predict(X["cost"][test])))
+        results["transfer"][device] = {"transfer": mean_metrics(adapted), "linear-cost-scratch": mean_metrics(scratch)}
+        progress.advance(task)
 
-    # Best method per device and n (highest mean within ±10%, ties by Spearman).
+
+def best_per_device(results, devices, sizes) -> dict:
+    """Best method per device and n (highest mean within ±10%, ties by Spearman)."""
     best = {}
     for device in devices:
         for n in sizes:
             cells = results["fit"][device][str(n)]
             method = max(cells, key=lambda m: (cells[m]["within_10"], cells[m]["spearman"]))
             best.setdefault(device, {})[str(n)] = {"method": method, **cells[method]}
-    results["best"] = best
-    results["seconds"] = round(time.perf_counter() - started, 1)
+    return best
 
+
+def print_tables(console, results, devices, sizes, methods, seeds) -> None:
+    from rich.table import Table
+
+    best = results["best"]
     t = Table(title=f"Best predictor per device and training size (mean of {seeds} seeds; within ±10% / Spearman)",
               title_justify="left")
     t.add_column("device")
@@ -165,27 +151,26 @@ def main() -> None:  # noqa: C901 - being split (issue 8)
                             for c in (cells[m] for m in methods)])
     console.print(t)
 
-    t = Table(title=f"Few-shot transfer, k={k} samples of the left-out device (within ±10% / Spearman / MAPE %)",
-              title_justify="left")
+    t = Table(title=f"Few-shot transfer, k={GOALS['transfer_k']} samples of the left-out device (within ±10% / "
+              "Spearman / MAPE %)", title_justify="left")
     for c in ("left-out device", "transfer (pretrained on the other 5)", "linear-cost from scratch"):
         t.add_column(c)
     for device in devices:
         r = results["transfer"][device]
         t.add_row(device, *[f"{c['within_10']:.3f} / {c['spearman']:.4f} / {c['mape']:.1f}"
                             for c in (r["transfer"], r["linear-cost-scratch"])])
-    mean_sp = float(np.mean([results["transfer"][d]["transfer"]["spearman"] for d in devices]))
-    mean_lc = float(np.mean([results["transfer"][d]["linear-cost-scratch"]["spearman"] for d in devices]))
-    results["transfer_mean_spearman"] = {"transfer": mean_sp, "linear-cost-scratch": mean_lc}
-    t.add_row("mean Spearman", f"{mean_sp:.4f}", f"{mean_lc:.4f}")
+    mean = results["transfer_mean_spearman"]
+    t.add_row("mean Spearman", f"{mean['transfer']:.4f}", f"{mean['linear-cost-scratch']:.4f}")
     console.print(t)
 
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "predictors.json").write_text(json.dumps(results, indent=2))
+
+def plot(results, devices, sizes, plot_points) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    best, k = results["best"], GOALS["transfer_k"]
     fig, axes = plt.subplots(2, len(devices), figsize=(3.2 * len(devices), 6.6))
     for j, device in enumerate(devices):
         method = best[device].get("100", best[device][str(sizes[-1])])["method"]
@@ -198,6 +183,43 @@ def main() -> None:  # noqa: C901 - being split (issue 8)
                                            f"ρ {m['spearman']:.3f}", "ms", ax=axes[row, j])
     fig.tight_layout()
     fig.savefig(RESULTS / "predictors.png", dpi=110)
+
+
+def main() -> None:
+    args = parse_args()
+    torch.set_num_threads(1)
+    warnings.filterwarnings("ignore", category=UserWarning)
+    from rich.console import Console
+    from rich.progress import Progress
+
+    console = Console(width=150)
+    path = shared_data()
+    if not path.is_file():
+        raise SystemExit(f"published NAS-Bench-201 latencies not found at {path} (set HWNAS_SHARED_DATA)")
+    sizes = (10, 20, 100) if args.quick else SIZES
+    seeds = args.seeds or (2 if args.quick else 5)
+    methods = args.methods.split(",") if args.methods else (QUICK_METHODS if args.quick else tuple(METHODS))
+    transfer_rows = args.transfer_rows or (3000 if args.quick else None)
+    started = time.perf_counter()
+
+    space, archs, devices, Y = load(path)
+    encodings = {get_predictor(METHODS[m][0]).encoding for m in methods} | {"features", "cost"}
+    X = {e: encode_archs(space, archs, e) for e in encodings}
+    results: dict = {"sizes": list(sizes), "seeds": seeds, "methods": list(methods), "devices": devices,
+                     "goals": GOALS, "fit": {}, "transfer": {}}
+    plot_points: dict = {}
+    with Progress(console=console, transient=True) as progress:
+        fit_all(progress, devices, sizes, methods, seeds, X, Y, results, plot_points)
+        transfer_all(progress, devices, seeds, transfer_rows, X, Y, results, plot_points)
+    results["best"] = best_per_device(results, devices, sizes)
+    results["seconds"] = round(time.perf_counter() - started, 1)
+    results["transfer_mean_spearman"] = {
+        m: float(np.mean([results["transfer"][d][m]["spearman"] for d in devices]))
+        for m in ("transfer", "linear-cost-scratch")}
+    print_tables(console, results, devices, sizes, methods, seeds)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "predictors.json").write_text(json.dumps(results, indent=2))
+    plot(results, devices, sizes, plot_points)
     console.print(f"wrote {RESULTS / 'predictors.json'} and {RESULTS / 'predictors.png'} "
                   f"({results['seconds']:.0f} s)")
 

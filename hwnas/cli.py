@@ -82,6 +82,9 @@ class HwnasGroup(click.Group):
             raise UserError(str(e)) from None
         except KeyboardInterrupt:
             raise Interrupted() from None
+        except MemoryError:  # what the memory estimates did not foresee
+            raise UserError("not enough memory for this request; use a smaller --input-shape, --batch or space "
+                            "setting") from None
         except OSError as e:  # a path that cannot be read or written (a folder under a file, no permission, disk full)
             where = f" {e.filename}" if e.filename else ""
             raise UserError(f"cannot use{where}: {e.strerror or e}; give a path that can be read or written") from None

@@ -32,7 +32,7 @@ from sqlalchemy.exc import ArgumentError, DatabaseError, IntegrityError, Operati
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
 from hwnas.errors import HwnasError, quote
-from hwnas.files import atomic_write, read_wide_csv
+from hwnas.files import atomic_write, read_csv_rows, read_wide_csv
 from hwnas.measurement import Measurement, check_measurement, check_value, shape_from_str, shape_to_str
 
 
@@ -77,7 +77,12 @@ CSV_COLUMNS = [
 
 
 #: seconds a writer waits for another process's lock on an SQLite store before giving up with one line
-LOCK_TIMEOUT_S = float(os.environ.get("HWNAS_STORE_LOCK_TIMEOUT", "10"))
+#: ($HWNAS_STORE_LOCK_TIMEOUT overrides it)
+LOCK_TIMEOUT_S = 10.0
+
+
+def _lock_timeout() -> float:
+    return float(os.environ.get("HWNAS_STORE_LOCK_TIMEOUT", LOCK_TIMEOUT_S))
 
 _TABLES = {table.name: {c.name for c in table.columns} for table in _Base.metadata.sorted_tables}
 
@@ -136,7 +141,7 @@ class Store:
                     self._empty = not set(_TABLES) <= present
                 else:
                     self._check_writable()
-                    _Base.metadata.create_all(self.engine)
+                    self._create_tables()
         except (ArgumentError, DatabaseError, ImportError) as e:  # DatabaseError: e.g. "file is not a database"
             reason = str(getattr(e, "orig", None) or e).splitlines()[0]
             raise HwnasError(
@@ -149,8 +154,16 @@ class Store:
             return create_engine(self.url)
         if self.readonly:  # mode=ro: SQLite neither creates the file nor writes a byte to it
             return create_engine(f"sqlite:///file:{self.path}?mode=ro&uri=true",
-                                 connect_args={"timeout": LOCK_TIMEOUT_S})
-        return create_engine(self.url, connect_args={"timeout": LOCK_TIMEOUT_S})
+                                 connect_args={"timeout": _lock_timeout()})
+        return create_engine(self.url, connect_args={"timeout": _lock_timeout()})
+
+    def _create_tables(self) -> None:
+        try:
+            _Base.metadata.create_all(self.engine)
+        except OperationalError as e:  # another process created them between the check and the create
+            if "already exists" not in str(e):
+                raise
+            _Base.metadata.create_all(self.engine)
 
     def _check_schema(self) -> set[str]:
         """The names of our tables the database holds; a table of ours with other columns is refused (a foreign
@@ -215,7 +228,10 @@ class Store:
         with self._errors(), self._session() as s:
             if s.get(DeviceRow, device_id) is None:
                 s.add(DeviceRow(id=device_id, name=name, fingerprint=fingerprint, created_at=datetime.now(timezone.utc)))
-                s.commit()
+                try:
+                    s.commit()
+                except IntegrityError:  # a concurrent writer added the same device first: it is there, as wanted
+                    s.rollback()
         return device_id
 
     def devices(self) -> list[dict[str, Any]]:
@@ -408,3 +424,14 @@ def iter_unique(items: Iterable[str]) -> Iterator[str]:
         if x not in seen:
             seen.add(x)
             yield x
+
+
+__all__ = [
+    "CSV_COLUMNS",
+    "LOCK_TIMEOUT_S",
+    "Store",
+    "iter_unique",
+    "open_store",
+    "read_csv_rows",  # lives in hwnas.files (the one CSV reader); kept here for callers that import it from the store
+    "store_url",
+]

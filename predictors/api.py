@@ -91,7 +91,7 @@ def _listing(items: Sequence[str], most: int = 8) -> str:
     return ", ".join(items[:most]) + (f" and {len(items) - most} more" if len(items) > most else "")
 
 
-def pick_measurements(store, space: SearchSpace | str, device: str | None = None, backend: str | None = None,  # noqa: C901 - being split (issue 8)
+def pick_measurements(store, space: SearchSpace | str, device: str | None = None, backend: str | None = None,
                       input_shape=None, batch: int = 1) -> tuple[str, str]:
     """The (device id, backend) whose measurements of (space, input shape, batch) to fit on: as given, or the only
     one the store holds. When nothing matches, the HwnasError says which part of the request has no data and what
@@ -105,41 +105,51 @@ def pick_measurements(store, space: SearchSpace | str, device: str | None = None
     names = {d["id"]: d["name"] for d in store.devices()}
     device_id = store.resolve_device(device) if device is not None else None
     groups = store.groups()  # one row per (device, backend, space, shape, batch): cheap on a large store
-
-    def kinds(rows) -> str:
-        by_space: dict[str, set[str]] = {}
-        for g in rows:
-            by_space.setdefault(g[2], set()).add(f"input {g[3]} batch {g[4]}")
-        return _listing([f"{spec} ({', '.join(sorted(v))})" for spec, v in sorted(by_space.items())])
-
-    wanted = f"{sp.spec}, input {shape}, batch {batch}"
-    on = f" on device {names.get(device_id, device)!r}" if device_id else ""
     if not groups:
         raise HwnasError(f"the store {store.url} holds no measurements yet: run `hwnas profile` or "
                          "`hwnas measurements import` first")
-    rows = groups
-    if device_id:
-        rows = [g for g in rows if g[0] == device_id]
-        if not rows:
-            with_data = sorted({names.get(g[0], g[0]) for g in groups})
-            raise HwnasError(f"device {device!r} has no measurements in the store; devices with measurements: "
-                             f"{_listing(with_data)}")
-    here = [g for g in rows if g[2] == sp.spec]
-    if not here:
-        raise HwnasError(f"no measurements of {sp.spec}{on}; measured: {kinds(rows)}; pass one of these with "
-                         "--space, or run `hwnas profile` first")
-    rows, here = here, [g for g in here if g[3] == shape and g[4] == batch]
-    if not here:
-        measured = _listing(sorted({f"input {g[3]} batch {g[4]}" for g in rows}))
-        raise HwnasError(f"no measurements of {wanted}{on}; {sp.spec} was measured with {measured}; "
-                         "pass that shape with --input-shape / --batch")
-    rows = here
+    wanted = f"{sp.spec}, input {shape}, batch {batch}"
+    on = f" on device {names.get(device_id, device)!r}" if device_id else ""
+    rows = _on_device(groups, device_id, device, names)
+    rows = _of_space_and_shape(rows, sp, shape, batch, wanted, on)
     if backend is not None:
         here = [g for g in rows if g[1] == backend]
         if not here:
             raise HwnasError(f"no measurements of {wanted}{on} with backend {backend!r}; backends with measurements of "
                              f"it: {', '.join(sorted({g[1] for g in rows}))}")
         rows = here
+    return _the_only_one(rows, names, wanted)
+
+
+def _on_device(groups, device_id, device, names):
+    if not device_id:
+        return groups
+    rows = [g for g in groups if g[0] == device_id]
+    if not rows:
+        with_data = sorted({names.get(g[0], g[0]) for g in groups})
+        raise HwnasError(f"device {device!r} has no measurements in the store; devices with measurements: "
+                         f"{_listing(with_data)}")
+    return rows
+
+
+def _of_space_and_shape(rows, sp: SearchSpace, shape: str, batch: int, wanted: str, on: str):
+    here = [g for g in rows if g[2] == sp.spec]
+    if not here:
+        by_space: dict[str, set[str]] = {}
+        for g in rows:
+            by_space.setdefault(g[2], set()).add(f"input {g[3]} batch {g[4]}")
+        kinds = _listing([f"{spec} ({', '.join(sorted(v))})" for spec, v in sorted(by_space.items())])
+        raise HwnasError(f"no measurements of {sp.spec}{on}; measured: {kinds}; pass one of these with "
+                         "--space, or run `hwnas profile` first")
+    matching = [g for g in here if g[3] == shape and g[4] == batch]
+    if not matching:
+        measured = _listing(sorted({f"input {g[3]} batch {g[4]}" for g in here}))
+        raise HwnasError(f"no measurements of {wanted}{on}; {sp.spec} was measured with {measured}; "
+                         "pass that shape with --input-shape / --batch")
+    return matching
+
+
+def _the_only_one(rows, names, wanted: str) -> tuple[str, str]:
     devices = sorted({g[0] for g in rows})
     if len(devices) > 1:
         counts = {d: sum(g[5] for g in rows if g[0] == d) for d in devices}

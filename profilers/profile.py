@@ -45,6 +45,7 @@ def _measure(space, arch, backend, input_shape=None, batch=1, protocol=None, sto
                                     input_shape=shape, batch=batch, arch=arch_string)
         if stored:
             return stored[0], False
+    space.check_fits(shape, batch, arch)  # the batch of inputs too, before anything is built or allocated
     torch.manual_seed(0)  # the same weights for the same arch (timing should not depend on them, but be sure)
     m = backend.measure(space.build(arch, shape), shape, batch, protocol)
     m.arch, m.space = arch_string, space.spec

@@ -71,3 +71,75 @@ def test_import_published_table_and_bad_rows_store_nothing(tmp_path, nb201_data)
     assert store.count() == before
     with pytest.raises(HwnasError, match="no device 'nosuch'"):
         store.resolve_device("nosuch")
+
+
+def test_a_reader_never_writes_and_never_creates_tables(tmp_path):
+    import sqlite3
+
+    path = tmp_path / "other.db"
+    with sqlite3.connect(path) as c:
+        c.execute("CREATE TABLE notes (text TEXT)")
+    before = path.read_bytes()
+    store = Store(path, readonly=True)
+    assert store.devices() == [] and store.measurements() == [] and store.groups() == []
+    with pytest.raises(HwnasError, match="opened read-only"):
+        store.add(make("a"))
+    assert path.read_bytes() == before and [p.name for p in tmp_path.iterdir()] == ["other.db"]
+
+
+@pytest.mark.parametrize("table", ["measurements (x INTEGER, y TEXT)", "devices (serial TEXT)"])
+def test_a_foreign_schema_is_refused_before_anything_is_written(tmp_path, table):
+    import sqlite3
+
+    path = tmp_path / "foreign.db"
+    with sqlite3.connect(path) as c:
+        c.execute(f"CREATE TABLE {table}")
+    before = path.read_bytes()
+    for readonly in (True, False):
+        with pytest.raises(HwnasError, match="is not a hwnas measurement store: its table"):
+            Store(path, readonly=readonly)
+    assert path.read_bytes() == before
+
+
+def test_a_read_only_store_file_is_refused_when_opened_for_writing(tmp_path):
+    import os
+
+    path = tmp_path / "s.db"
+    Store(path).add(make("a"))
+    os.chmod(path, 0o444)
+    before = path.read_bytes()
+    with pytest.raises(HwnasError, match=f"the measurement store {path} is read-only"):
+        Store(path)
+    assert Store(path, readonly=True).count() == 1 and path.read_bytes() == before
+
+
+@pytest.mark.parametrize("field, value, words", [
+    ("latency_ms", float("nan"), "latency_ms holds nan"), ("latency_ms", float("inf"), "latency_ms holds inf"),
+    ("latency_ms", -1.0, "latency_ms holds -1.0"), ("latency_ms", 0.0, "above 0"),
+    ("energy_mj", float("nan"), "energy_mj holds nan"), ("latency_std_ms", -0.5, "latency_std_ms holds -0.5"),
+    ("runs", 0, "runs holds 0"),
+])
+def test_values_are_checked_before_they_are_stored(tmp_path, field, value, words):
+    store = Store(tmp_path / "s.db")
+    with pytest.raises(HwnasError, match=words):
+        store.add(make("a", **{field: value}))
+    assert store.count() == 0
+
+
+def test_import_refuses_one_architecture_with_two_values_and_keeps_identical_repeats_once(tmp_path):
+    space = get_space("nb201:C=4,N=1")
+    a, b = (space.to_string(space.arch_at(i)) for i in (0, 1))
+    check = lambda x: space.to_string(space.from_string(x))
+    path = tmp_path / "t.csv"
+    path.write_text(f"arch,dev\n{a},1.5\n{b},2\n{a},1.5\n")
+    store = Store(tmp_path / "s.db")
+    assert store.import_table(path, space.spec, validate_arch=check) == {"dev": 2}
+    path.write_text(f"arch,dev\n{b},1.5\n{a},2\n{b},3\n")
+    other = Store(tmp_path / "o.db")
+    with pytest.raises(HwnasError, match="lines 2 and 4: the same architecture"):
+        other.import_table(path, space.spec, validate_arch=check)
+    for bad in ("inf", "-2", "nan", ""):
+        path.write_text(f"arch,dev\n{a},1.5\n{b},{bad}\n")
+        with pytest.raises(HwnasError, match="line 3: column 'dev' holds"):
+            other.import_table(path, space.spec, columns=["dev"], validate_arch=check)
+    assert other.devices() == [] and other.count() == 0  # nor an empty device row

@@ -68,7 +68,11 @@ class RichReporter(Reporter):
         with Progress(TextColumn(f"[bold]{escape(title)}[/]"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                       TimeRemainingColumn(), TextColumn("{task.description}"), console=console) as bar:
             task = bar.add_task("", total=total, completed=completed)
-            yield _RichTask(bar, task)
+            try:
+                yield _RichTask(bar, task)
+            except BaseException:  # an error or Ctrl-C ends the command with one line: the bar is not left behind
+                bar.live.transient = True
+                raise
 
 
 class _RichTask:
