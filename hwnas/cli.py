@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib
 import sys
+import warnings
 
 import click
 
@@ -102,9 +103,21 @@ def cli() -> None:
     Start with `hwnas run` (every stage with defaults) or `hwnas devices`."""
 
 
+def _one_line_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """hwnas's own warnings (e.g. hwnas.conversion.ExporterWarning) as one line; others keep Python's form."""
+    if category.__module__.split(".")[0] == "hwnas":
+        click.echo(f"warning: {one_line(str(message))}", err=True)
+    else:
+        _python_showwarning(message, category, filename, lineno, file, line)
+
+
+_python_showwarning = warnings.showwarning
+
+
 def main(argv: list[str] | None = None) -> None:
     """The console entry point: click's own usage errors keep their form; a HwnasError is one line and exit 2;
     Ctrl-C, even while the libraries are still importing, is "interrupted" and exit 130."""
+    warnings.showwarning = _one_line_warning
     try:
         cli.main(args=argv, prog_name="hwnas", standalone_mode=False)
     except (Interrupted, KeyboardInterrupt, click.Abort):
