@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from hwnas.errors import HwnasError, quote
+from hwnas.spaces.registry import SPACES
 
 #: what a space may declare beyond the minimum, and what each means
 CAPABILITIES = {
@@ -122,8 +123,6 @@ class SearchSpace(ABC):
         """Raise one line when this space does not declare `capability`, naming the spaces that do."""
         if capability in self.capabilities:
             return
-        from hwnas.spaces.registry import SPACES
-
         accepted = [n for n in SPACES.names() if capability in getattr(SPACES.get(n), "capabilities", ())]
         raise HwnasError(f"space {self.name!r} cannot be used with {for_what}: it does not declare {capability!r}; "
                          f"accepted spaces: {', '.join(accepted) or 'none registered'}")
