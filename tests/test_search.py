@@ -286,6 +286,27 @@ def test_measured_over_budget_is_stored_refitted_and_repaired(space, digits, mea
         assert a["within_budget"] == (a["measured"]["latency_ms"] <= budget)
 
 
+def test_a_transfer_predictor_that_needs_repair_is_refitted_and_the_search_finishes(space, digits, measured_store):
+    from hwnas.predictors import pretrain_transfer
+    from hwnas.profilers import TimingProtocol
+
+    backend, store, rows = measured_store
+    archs = [space.from_string(m.arch) for m in rows]
+    latency = np.array([m.latency_ms for m in rows])
+    X = space.encode_many(archs)
+    transfer = pretrain_transfer({"a": (X, 2 * latency), "b": (X, latency + 0.01)}, seed=0, epochs=20)
+    transfer.encoding = "onehot"  # what the search feeds it
+    transfer.fit(X, 0.01 * latency)  # adapted to numbers 100x too optimistic
+    cost = HardwareCost(space, "latency_ms", 0.3 * float(latency.min()), predictor=transfer)  # nothing meets it
+    alpha = torch.zeros(space.alpha_shape)
+    alpha[:, CONV3] = 5.0
+    r = discretise_and_verify(space, alpha, [cost], backend=backend, store=store, input_shape=digits.input_shape,
+                              max_repairs=2, protocol=TimingProtocol.quick())
+    assert r.attempts and not r.within_budget and not r.attempts[0]["within_budget"]  # it needed repair, and finished
+    assert cost.predictor is not transfer and cost.predictor.name == "transfer"  # refitted, still pretrained
+    assert cost.predictor.encoding == "onehot"
+
+
 def test_unreachable_budget_is_never_reported_within_budget(space, digits, measured_store):
     from hwnas.profilers import TimingProtocol
 

@@ -4,6 +4,7 @@ architecture meets every budget. Nothing is reported within budget unless it was
 """
 from __future__ import annotations
 
+import copy
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -192,8 +193,6 @@ def refit_costs(space, costs: list[HardwareCost], extra: dict[str, list[tuple[Ar
     """After an over-budget measurement: refit each cost's predictor on the store's measurements for this key
     plus those made here; without enough data, scale its predictions so that no architecture measured here
     is predicted below its measurement."""
-    from hwnas.predictors import get_predictor
-
     rows: dict[str, float] = {}
     for c in costs:
         data: dict[Arch, float] = {}
@@ -207,7 +206,8 @@ def refit_costs(space, costs: list[HardwareCost], extra: dict[str, list[tuple[Ar
         rows[c.target] = len(data)
         if len(data) >= min_rows and c.predictor is not None:  # a bare table (no predictor) can only be rescaled
             old = c.predictor
-            fresh = get_predictor(old.name, log_target=old.log_target, seed=old.seed, **old.settings)
+            # a copy keeps what fitting does not redo: the encoding and, for 'transfer', the pretrained body
+            fresh = copy.deepcopy(old)
             fresh.fit(space.encode_many(list(data)), np.array(list(data.values())))
             fresh.metadata = {**old.metadata, "refitted_on": len(data)}
             c.set_predictor(fresh)
