@@ -39,6 +39,7 @@ def measure_arch(
         if stored:
             return stored[0]
     torch.manual_seed(0)  # the same weights for the same arch (timing should not depend on them, but be sure)
+    space.check_fits(shape, batch, arch)  # one line naming the limit, before inputs of this batch are allocated
     m = backend.measure(space.build(arch, shape), shape, batch, protocol)
     m.arch, m.space = arch_string, space.spec
     if store is not None:

@@ -21,7 +21,7 @@ def train_arch(space, arch, dataset, epochs: int = 30, seed: int = 0, progress: 
     cosine schedule) and return (model in eval mode, test accuracy in [0, 1])."""
     torch.manual_seed(seed)
     g = torch.Generator().manual_seed(seed)
-    space.check_fits(dataset.input_shape, batch_size, arch)  # before anything is built or allocated
+    space.check_fits(dataset.input_shape, batch_size, arch, training=True)  # before anything is built
     model = space.build(arch, dataset.input_shape)
     x = torch.cat([dataset.x_train, dataset.x_val])
     y = torch.cat([dataset.y_train, dataset.y_val])
