@@ -93,7 +93,7 @@ def test_memory_estimate_grows_with_batch_input_and_supernet():
     one = space.memory_estimate(arch, (3, 32, 32), 1, training=True)
     assert space.memory_estimate(arch, (3, 32, 32), 8, training=True) > 4 * one
     assert space.memory_estimate(arch, (3, 64, 64), 1, training=True) > 2.5 * one
-    assert space.memory_estimate(None, (3, 32, 32), 1) > 2 * one  # the supernet, trained
+    assert space.memory_estimate(None, (3, 32, 32), 1) > 1.5 * one  # the supernet, trained
     assert space.memory_estimate(space.parse(ALL_NONE), (3, 32, 32), 1, training=True) < one
     run = space.memory_estimate(arch, (3, 32, 32), 64)  # measured (inference): far less than training
     assert space.memory_estimate(arch, (3, 32, 32), 1) < run < space.memory_estimate(arch, (3, 32, 32), 64, training=True)
