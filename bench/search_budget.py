@@ -27,7 +27,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from hwnas.pipeline import DEFAULT_SPACE  # the real part searches the space `hwnas run` does
+from hwnas.commands.common import reporter  # a bench shows the CLI's progress bars
+from hwnas.search.api import DEFAULT_SPACE  # the real part searches the space `hwnas run` does
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("HWNAS_SHARED_DATA", ROOT.parent / "shared" / "data")) / "nb201"
@@ -38,7 +39,7 @@ def tabular_part(args, console) -> dict:
     from rich.progress import Progress
 
     from hwnas.commands.common import table
-    from hwnas.search import tabular_search
+    from hwnas.search import TabularOptions, tabular_search
 
     with open(DATA / "latency_ms.csv") as f:
         rows = list(csv.DictReader(f))
@@ -51,10 +52,10 @@ def tabular_part(args, console) -> dict:
             for q in PERCENTILES:
                 budget = float(np.percentile(latency, q))
                 for seed in range(args.seeds):
-                    r = tabular_search(DATA / "latency_ms.csv", device, DATA / "accuracy.csv", "cifar10",
-                                       budget_ms=budget, measurements=args.measurements, seed=seed,
-                                       predictor=args.predictor, min_gain=args.min_gain,
-                                       accuracy_signal=args.accuracy_signal)
+                    r = tabular_search(TabularOptions(DATA / "latency_ms.csv", device, DATA / "accuracy.csv", "cifar10",
+                                                      budget_ms=budget, measurements=args.measurements, seed=seed,
+                                                      predictor=args.predictor, min_gain=args.min_gain,
+                                                      accuracy_signal=args.accuracy_signal))
                     r.pop("trace")
                     r["percentile"] = q
                     runs.append(r)
@@ -106,11 +107,11 @@ def tabular_part(args, console) -> dict:
 
 
 def real_part(args, console) -> dict:
-    from hwnas.commands.common import table
+    from hwnas.commands.common import RichReporter, table
     from hwnas.data import load_dataset
     from hwnas.predictors import fit_from_store
     from hwnas.profilers import TimingProtocol, get_backend, profile_space
-    from hwnas.search import search_under_budget, train_arch
+    from hwnas.search import BudgetSearchOptions, search_under_budget, train_arch
     from hwnas.spaces import get_space
     from hwnas.store import Store
 
@@ -123,7 +124,8 @@ def real_part(args, console) -> dict:
     backend = get_backend("onnxruntime-cpu", threads=1)
     store = Store(run_dir / "measurements.db")
     t0 = time.perf_counter()
-    profile_space(space, backend, store, args.profile, "uniform", 0, shape, 1, TimingProtocol(), progress=True)
+    profile_space(space, backend, store, args.profile, "uniform", 0, shape, 1, TimingProtocol(), 
+                  reporter=reporter(quiet=False))
     profile_seconds = time.perf_counter() - t0
     key = {"device": backend.device_id(), "backend": backend.name, "space": space.spec, "input_shape": shape, "batch": 1}
     stored = store.measurements(**key)
@@ -139,10 +141,11 @@ def real_part(args, console) -> dict:
     for strategy, budgets, label in plans:
         console.rule(f"{strategy} under {budgets}")
         before = len(store.measurements(**key))
-        r = search_under_budget(space, data, {t: predictors[t] for t in budgets}, budgets, strategy=strategy,
-                                epochs=args.real_epochs, backend=backend, store=store, input_shape=shape, seed=0,
-                                progress=True, out_dir=run_dir / f"{strategy}-{len(runs)}", budget_mode=args.budget_mode)
-        _, accuracy = train_arch(space, r.arch, data, epochs=args.retrain_epochs, seed=0, progress=False)
+        options = BudgetSearchOptions(strategy=strategy, epochs=args.real_epochs, seed=0, budget_mode=args.budget_mode)
+        r = search_under_budget(space, data, {t: predictors[t] for t in budgets}, budgets, options, backend=backend,
+                                store=store, input_shape=shape, out_dir=run_dir / f"{strategy}-{len(runs)}",
+                                reporter=RichReporter())
+        _, accuracy = train_arch(space, r.arch, data, epochs=args.retrain_epochs, seed=0)
         measured_ok = r.within_budget and all(r.measured[t] <= b for t, b in budgets.items())
         runs.append({"strategy": strategy, "budget_label": f"p{label}" if isinstance(label, int) else label,
                      "budgets": budgets, "arch": r.arch_string, "predicted": r.predicted, "measured": r.measured,

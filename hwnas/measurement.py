@@ -1,6 +1,7 @@
 """What a profiler produces and the store keeps: one measured (device, backend, space, arch, shape, batch)."""
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
@@ -8,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from hwnas.errors import HwnasError
+from hwnas.errors import HwnasError, quote
 
 #: What can be measured, predicted and budgeted, with its unit: the one list every stage checks against.
 TARGETS: dict[str, str] = {"latency_ms": "ms", "energy_mj": "mJ"}
@@ -36,6 +37,36 @@ def budgets_from(latency_ms: float | None = None, energy_mj: float | None = None
             raise HwnasError(f"the {target} budget {value!r} is not accepted; give a finite positive number")
         out[target] = value
     return out
+
+
+def check_value(value: object, where: str = "the value", unit: str = "ms") -> float:
+    """A measured value (latency, energy) as a float: a finite number above 0, else a HwnasError saying `where`
+    it came from (`"file.csv, line 4: column 'pixel3'"`) and what is accepted."""
+    try:
+        number = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        number = None
+    if number is None or not math.isfinite(number) or number <= 0:
+        raise HwnasError(f"{where} holds {quote(value)}, not a latency or energy; accepted: a finite number above 0 "
+                         f"(in {unit})")
+    return number
+
+
+def check_measurement(m: Measurement) -> Measurement:
+    """The values a store accepts: latency (and its spread) finite and above 0 (the spread at least 0), energy
+    absent or finite and above 0, runs at least 1. Checked before anything is written, so a NaN from a backend
+    or a file never reaches the store (nor leaves an empty device row behind)."""
+    where = f"the measurement of {quote(m.arch, 120)} on {quote(m.device, 80)}"
+    check_value(m.latency_ms, f"{where}: latency_ms")
+    for name in ("latency_p10_ms", "latency_p90_ms", "latency_std_ms"):
+        value = getattr(m, name)
+        if value is None or not math.isfinite(float(value)) or float(value) < 0:
+            raise HwnasError(f"{where}: {name} holds {quote(value)}; accepted: a finite number, 0 or above")
+    if m.energy_mj is not None:
+        check_value(m.energy_mj, f"{where}: energy_mj", "mJ")
+    if int(m.runs) < 1:
+        raise HwnasError(f"{where}: runs holds {quote(m.runs)}; accepted: 1 or more")
+    return m
 
 
 def random_inputs(n: int, input_shape: Sequence[int], seed: int = 0) -> np.ndarray:

@@ -1,116 +1,146 @@
 """`hwnas run` as a function: profile this device, fit a latency predictor, search under the budget, retrain,
-export to ONNX and check the exported file on the device against the budget."""
+export to ONNX and check the exported file on the device against the budget.
+
+    from hwnas.pipeline import PipelineOptions, run_pipeline
+    report = run_pipeline(PipelineOptions(space="nb201:C=4,N=1", samples=12, search_epochs=1, retrain_epochs=2))
+"""
 from __future__ import annotations
 
+import math
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from hwnas.errors import HwnasError
+from hwnas.data import load_dataset
+from hwnas.errors import HwnasError, quote
+from hwnas.export import export_bundle
+from hwnas.measurement import budgets_from
+from hwnas.predictors import save_predictor
+from hwnas.profilers import get_backend, profile_space
+from hwnas.reporting import Reporter, reporter_or_null
+from hwnas.search.api import DEFAULT_COST_PREDICTOR, DEFAULT_SPACE, check_cost_predictor, resolve_cost_predictor
+from hwnas.search.budget import BudgetSearchOptions, search_under_budget
+from hwnas.search.train import train_arch
+from hwnas.spaces import get_space
+from hwnas.store import open_store
 
-DEFAULT_SPACE = "nb201:C=16,N=3"  # big enough that latency differences stand out of timing noise
+__all__ = ["DEFAULT_SPACE", "PipelineOptions", "run_pipeline"]
 
 
-def run_pipeline(
-    run_dir: str | Path = "runs/default",
-    store_url: str | None = None,
-    space: str = DEFAULT_SPACE,
-    dataset: str = "digits",
-    backend: str = "onnxruntime-cpu",
-    threads: int = 1,
-    samples: int = 100,
-    budget_ms: float | None = None,
-    budget_percentile: float = 40.0,
-    budget_mj: float | None = None,
-    predictor: str = "lookup",
-    strategy: str = "darts",
-    budget_mode: str = "target",
-    search_epochs: int = 15,
-    retrain_epochs: int = 30,
-    seed: int = 0,
-    progress: bool = True,
-) -> dict[str, Any]:
-    from hwnas.commands.common import console
-    from hwnas.data import load_dataset
-    from hwnas.export import export_bundle
-    from hwnas.predictors import fit_from_store
-    from hwnas.profilers import get_backend, profile_space
-    from hwnas.search import search_under_budget, train_arch
-    from hwnas.spaces import get_space
-    from hwnas.store import open_store
+@dataclass
+class PipelineOptions:
+    """What `hwnas run` takes. budget_ms None: the `budget_percentile` of the profiled latencies; budget_mj adds an
+    energy budget; predictor: a search cost predictor name (hwnas.search.api.cost_predictor_names)."""
 
-    run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    started = time.perf_counter()
-    stages: dict[str, float] = {}
+    run_dir: str | Path = "runs/default"
+    store_url: str | None = None
+    space: str = DEFAULT_SPACE
+    dataset: str = "digits"
+    backend: str = "onnxruntime-cpu"
+    threads: int = 1
+    samples: int = 100
+    budget_ms: float | None = None
+    budget_percentile: float = 40.0
+    budget_mj: float | None = None
+    predictor: str = DEFAULT_COST_PREDICTOR
+    strategy: str = "darts"
+    budget_mode: str = "target"
+    search_epochs: int = 15
+    retrain_epochs: int = 30
+    seed: int = 0
 
-    def stage(title: str) -> None:
-        if progress:
-            console.rule(f"[bold]{title}")
+    def check(self) -> None:
+        """One-line HwnasError for a bad value, before anything is built or written."""
+        budgets_from(self.budget_ms, self.budget_mj)
+        if not (isinstance(self.budget_percentile, (int, float)) and math.isfinite(self.budget_percentile)
+                and 0 < self.budget_percentile < 100):
+            raise HwnasError(f"budget percentile {quote(self.budget_percentile)} is not accepted; give a number in "
+                             "(0, 100)")
+        check_cost_predictor(self.predictor)
 
-    def done(name: str, t0: float) -> None:
-        stages[name] = round(time.perf_counter() - t0, 1)
 
-    data = load_dataset(dataset, seed=seed)
-    s = get_space(space, classes=data.num_classes)
+class _Stages:
+    def __init__(self, report: Reporter):
+        self.report, self.seconds, self.started = report, {}, time.perf_counter()
+        self._t0, self._name = 0.0, ""
+
+    def start(self, name: str, title: str) -> None:
+        self.report.stage(title)
+        self._name, self._t0 = name, time.perf_counter()
+
+    def done(self) -> None:
+        self.seconds[self._name] = round(time.perf_counter() - self._t0, 1)
+
+
+def run_pipeline(options: PipelineOptions | None = None, reporter: Reporter | None = None) -> dict[str, Any]:
+    """Profile `options.samples` architectures on this device, fit the cost predictor(s), search under the budget,
+    retrain, export a bundle to RUN_DIR/export and measure it; returns the report (a JSON-ready dict). Stages and
+    progress go to `reporter` (default: silent)."""
+
+    o = options or PipelineOptions()
+    o.check()
+    report = reporter_or_null(reporter)
+    stages = _Stages(report)
+    run_dir = Path(o.run_dir)
+    data = load_dataset(o.dataset, seed=o.seed)
+    s = get_space(o.space, classes=data.num_classes)
     shape = s.check_input_shape(data.input_shape)
-    device = get_backend(backend, threads=threads)
-    store = open_store(store_url, run_dir)
+    device = get_backend(o.backend, threads=o.threads)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    store = open_store(o.store_url, run_dir)
 
-    stage(f"1/4 profile {samples} architectures of {s.spec} on {device.name} ({device.device_name()})")
-    t0 = time.perf_counter()
-    summary = profile_space(s, device, store, samples, "uniform", seed, shape, 1, progress=progress)
-    done("profile", t0)
+    stages.start("profile", f"1/4 profile {o.samples} architectures of {s.spec} on {device.name} "
+                            f"({device.device_name()})")
+    summary = profile_space(s, device, store, o.samples, "uniform", o.seed, shape, 1, reporter=report)
+    stages.done()
 
-    stage(f"2/4 fit a {predictor} latency predictor")
-    t0 = time.perf_counter()
-    key = {"store": store, "space": s, "device": device.device_id(), "backend": device.name, "input_shape": shape, "batch": 1}
-    predictors, fit_metrics = {}, {}
-    predictors["latency_ms"], fit_metrics["latency_ms"] = fit_from_store(**key, target="latency_ms", predictor=predictor, seed=seed)
-    predictors["latency_ms"].save(run_dir / "predictor-latency.npz")
-    budgets: dict[str, float] = {}
-    if budget_ms is None:
-        latencies = [m.latency_ms for m in store.measurements(device=device.device_id(), backend=device.name,
-                                                               space=s.spec, input_shape=shape, batch=1)]
-        budget_ms = float(np.percentile(latencies, budget_percentile))
-    budgets["latency_ms"] = float(budget_ms)
-    if budget_mj is not None:
-        predictors["energy_mj"], fit_metrics["energy_mj"] = fit_from_store(**key, target="energy_mj", predictor=predictor, seed=seed)
-        predictors["energy_mj"].save(run_dir / "predictor-energy.npz")
-        budgets["energy_mj"] = float(budget_mj)
-    done("fit", t0)
+    stages.start("fit", f"2/4 fit a {o.predictor} latency predictor")
+    budgets = {"latency_ms": o.budget_ms if o.budget_ms is not None else _percentile_budget(o, store, s, device, shape)}
+    if o.budget_mj is not None:
+        budgets["energy_mj"] = float(o.budget_mj)
+    budgets = budgets_from(budgets["latency_ms"], budgets.get("energy_mj"))
+    predictors = {}
+    for target in budgets:
+        predictors[target] = resolve_cost_predictor(o.predictor, target, s, shape, device, store, o.seed)
+        save_predictor(predictors[target], run_dir / f"predictor-{target.split('_')[0]}.npz", plot=False)
+    stages.done()
 
-    stage(f"3/4 search ({strategy}) under {', '.join(f'{k} <= {v:.4g}' for k, v in budgets.items())}")
-    t0 = time.perf_counter()
-    result = search_under_budget(s, data, predictors, budgets, strategy=strategy, epochs=search_epochs,
-                                 backend=device, store=store, input_shape=shape, seed=seed, progress=progress,
-                                 out_dir=run_dir, budget_mode=budget_mode)
-    done("search", t0)
+    stages.start("search", f"3/4 search ({o.strategy}) under {', '.join(f'{k} <= {v:.4g}' for k, v in budgets.items())}")
+    search = BudgetSearchOptions(strategy=o.strategy, epochs=o.search_epochs, seed=o.seed, budget_mode=o.budget_mode)
+    result = search_under_budget(s, data, predictors, budgets, search, backend=device, store=store, input_shape=shape,
+                                 out_dir=run_dir, reporter=report)
+    stages.done()
     if not result.within_budget:
         raise HwnasError(f"no architecture measured within {budgets} after {result.measurements_used} measurement(s); "
                          "raise the budget or profile more architectures")
 
-    stage(f"4/4 retrain {result.arch_string} for {retrain_epochs} epochs, export and check on {device.name}")
-    t0 = time.perf_counter()
-    model, accuracy = train_arch(s, result.arch, data, epochs=retrain_epochs, seed=seed, progress=progress)
+    stages.start("retrain+export", f"4/4 retrain {result.arch_string} for {o.retrain_epochs} epochs, export and check "
+                                   f"on {device.name}")
+    model, accuracy = train_arch(s, result.arch, data, epochs=o.retrain_epochs, seed=o.seed, reporter=report)
     manifest = export_bundle(s, result.arch, run_dir / "export", model=model, input_shape=shape,
                              predicted=result.predicted, accuracy=accuracy, budgets=budgets, backend=device.name,
-                             threads=threads, inputs=data.x_test, labels=data.y_test, store=store)
-    done("retrain+export", t0)
+                             threads=o.threads, inputs=data.x_test, labels=data.y_test, store=store)
+    stages.done()
 
     measured = manifest.get("measured") or {}
-    report = {
+    return {
         "device": device.device_name(), "device_id": device.device_id(), "backend": device.name, "space": s.spec,
-        "dataset": dataset, "architectures_profiled": summary.total_in_store,
-        "predictor": predictor, "predictor_holdout": fit_metrics["latency_ms"],
+        "dataset": o.dataset, "architectures_profiled": summary.total_in_store,
+        "predictor": o.predictor, "predictor_holdout": predictors["latency_ms"].metadata.get("heldout_metrics", {}),
         "budgets": budgets, "arch": result.arch_string, "predicted": result.predicted,
         "measured_in_search": result.measured, "measured_exported": measured,
         "within_budget": all(measured.get(k) is not None and measured[k] <= v for k, v in budgets.items()),
         "test_accuracy": accuracy, "onnx": manifest.get("files", {}).get("model.onnx", {}).get("path")
         or str((run_dir / "export" / "model.onnx").resolve()),
         "bundle": str((run_dir / "export").resolve()), "search_plot": result.plot, "store": store.url,
-        "seconds": round(time.perf_counter() - started, 1), "stage_seconds": stages,
+        "seconds": round(time.perf_counter() - stages.started, 1), "stage_seconds": stages.seconds,
     }
-    return report
+
+
+def _percentile_budget(o: PipelineOptions, store, space, device, shape) -> float:
+    latencies = [m.latency_ms for m in store.measurements(device=device.device_id(), backend=device.name,
+                                                           space=space.spec, input_shape=shape, batch=1)]
+    return float(np.percentile(latencies, o.budget_percentile))

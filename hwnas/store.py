@@ -5,19 +5,35 @@ interrupted profiling run keeps what it measured and a rerun skips it.
 """
 from __future__ import annotations
 
+import contextlib
 import csv
+import errno
 import json
+import os
+import stat
 from collections.abc import Iterable, Iterator, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import JSON, DateTime, Float, Integer, String, UniqueConstraint, create_engine, func, select
-from sqlalchemy.exc import ArgumentError, DatabaseError, IntegrityError
+from sqlalchemy import (
+    JSON,
+    DateTime,
+    Float,
+    Integer,
+    String,
+    UniqueConstraint,
+    create_engine,
+    func,
+    inspect,
+    select,
+)
+from sqlalchemy.exc import ArgumentError, DatabaseError, IntegrityError, OperationalError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
-from hwnas.errors import HwnasError
-from hwnas.measurement import Measurement, shape_from_str, shape_to_str
+from hwnas.errors import HwnasError, quote
+from hwnas.files import atomic_write, read_wide_csv
+from hwnas.measurement import Measurement, check_measurement, check_value, shape_from_str, shape_to_str
 
 
 class _Base(DeclarativeBase):
@@ -60,42 +76,152 @@ CSV_COLUMNS = [
 ]
 
 
-def store_url(location: str | Path) -> str:
-    """A database URL as given, or a path turned into an SQLite URL (its folder is created)."""
+#: seconds a writer waits for another process's lock on an SQLite store before giving up with one line
+LOCK_TIMEOUT_S = float(os.environ.get("HWNAS_STORE_LOCK_TIMEOUT", "10"))
+
+_TABLES = {table.name: {c.name for c in table.columns} for table in _Base.metadata.sorted_tables}
+
+
+def store_url(location: str | Path, create_folder: bool = True) -> str:
+    """A database URL as given, or a path turned into an SQLite URL (its folder is created when `create_folder`)."""
     text = str(location)
     if "://" in text:
         return text
     path = Path(text).expanduser().resolve()
-    path.parent.mkdir(parents=True, exist_ok=True)
+    if create_folder:
+        path.parent.mkdir(parents=True, exist_ok=True)
     return f"sqlite:///{path}"
 
 
+def _sqlite_path(url: str) -> Path | None:
+    """The file behind an SQLite URL (None for other databases and in-memory SQLite)."""
+    if not url.startswith("sqlite:///") or url in ("sqlite://", "sqlite:///:memory:"):
+        return None
+    return Path(url[len("sqlite:///"):].split("?")[0])
+
+
+def _store_failure(where: str, error: BaseException) -> HwnasError | None:
+    """A one-line HwnasError for a database failure a user can act on (lock, full disk, read-only), else None."""
+    text = str(getattr(error, "orig", None) or error).splitlines()[0] if str(error) else type(error).__name__
+    low = text.lower()
+    if isinstance(error, OSError) and error.errno == errno.ENOSPC or "disk is full" in low:
+        return HwnasError(f"the measurement store {where} could not be written: the disk is full ({text}); "
+                          "nothing more was stored: free some space or give another --store")
+    if "database is locked" in low or "database table is locked" in low:
+        return HwnasError(f"the measurement store {where} is locked by another process ({text}); wait for it to "
+                          "finish or give another --store")
+    if "readonly database" in low or "read-only" in low:
+        return HwnasError(f"the measurement store {where} is read-only ({text}); give a writable --store")
+    if "no such table" in low or "no such column" in low or "has no column" in low:
+        return HwnasError(f"{where} is not a hwnas measurement store ({text}); give another --store")
+    return None
+
+
 class Store:
-    def __init__(self, location: str | Path):
-        self.url = store_url(location)
+    """Measurements in a database. `readonly` (commands that only read): the database is opened read-only and
+    nothing is created in it, not even the tables; a store without them reads as empty. A writable store is checked
+    up front (schema, permissions, locks), before anything is measured."""
+
+    def __init__(self, location: str | Path, readonly: bool = False):
+        self.readonly = readonly
+        self.url = store_url(location, create_folder=not readonly)
+        self.path = _sqlite_path(self.url)
+        self.location = str(self.path) if self.path is not None else self.url
+        self._empty = False
         try:
-            self.engine = create_engine(self.url)
-            _Base.metadata.create_all(self.engine)
+            self.engine = self._engine()
+            with self._errors():
+                present = self._check_schema()
+                if readonly:
+                    self._empty = not set(_TABLES) <= present
+                else:
+                    self._check_writable()
+                    _Base.metadata.create_all(self.engine)
         except (ArgumentError, DatabaseError, ImportError) as e:  # DatabaseError: e.g. "file is not a database"
-            reason = str(e).splitlines()[0]
+            reason = str(getattr(e, "orig", None) or e).splitlines()[0]
             raise HwnasError(
                 f"cannot open the measurement store {self.url!r} ({reason}); accepted: a file path or a database URL "
                 "such as sqlite:///runs/x.db or postgresql+psycopg://user@host/db"
             ) from None
 
+    def _engine(self):
+        if self.path is None:
+            return create_engine(self.url)
+        if self.readonly:  # mode=ro: SQLite neither creates the file nor writes a byte to it
+            return create_engine(f"sqlite:///file:{self.path}?mode=ro&uri=true",
+                                 connect_args={"timeout": LOCK_TIMEOUT_S})
+        return create_engine(self.url, connect_args={"timeout": LOCK_TIMEOUT_S})
+
+    def _check_schema(self) -> set[str]:
+        """The names of our tables the database holds; a table of ours with other columns is refused (a foreign
+        database), before anything is written."""
+        inspector = inspect(self.engine)
+        present = set(inspector.get_table_names()) & set(_TABLES)
+        for name in sorted(present):
+            have = {c["name"] for c in inspector.get_columns(name)}
+            if not _TABLES[name] <= have:
+                missing = ", ".join(sorted(_TABLES[name] - have))
+                raise HwnasError(f"{self.location} is not a hwnas measurement store: its table {name!r} has other "
+                                 f"columns (lacks {quote(missing, 120)}); give another --store")
+        return present
+
+    def _check_writable(self) -> None:
+        """Refuse, before any measuring, a store that cannot be written: a read-only file or folder, or one whose
+        lock another process holds (SQLite: a write transaction is begun and rolled back)."""
+        if self.path is not None and self.path.exists():
+            mode = self.path.stat().st_mode
+            if not os.access(self.path, os.W_OK) or not mode & 0o222:
+                raise HwnasError(f"the measurement store {self.location} is read-only (mode {stat.filemode(mode)}); "
+                                 "make it writable or give another --store")
+            if not os.access(self.path.parent, os.W_OK):
+                raise HwnasError(f"the measurement store {self.location} is in a folder that cannot be written "
+                                 "(SQLite writes its journal beside it); give another --store")
+        if self.path is not None:
+            with self.engine.connect() as c:
+                c.exec_driver_sql("BEGIN IMMEDIATE")
+                c.exec_driver_sql("ROLLBACK")
+
+    @contextlib.contextmanager
+    def _errors(self) -> Iterator[None]:
+        """Database failures a user can act on become one line naming the store."""
+        try:
+            yield
+        except (OperationalError, DatabaseError, OSError) as e:
+            failure = _store_failure(self.location, e)
+            if failure is None:
+                raise
+            raise failure from None
+
+    def _session(self) -> Session:
+        return Session(self.engine)
+
     def __repr__(self) -> str:
         return f"Store({self.url!r})"
 
+    def _writable(self) -> None:
+        if self.readonly:
+            raise HwnasError(f"the measurement store {self.location} was opened read-only; open it with readonly=False "
+                             "to write")
+
+    def require_writable(self) -> None:
+        """A HwnasError naming the store if it cannot be written now (read-only, locked): checked before measuring."""
+        self._writable()
+        with self._errors():
+            self._check_writable()
+
     # --- devices ------------------------------------------------------------------------------------------
     def add_device(self, device_id: str, name: str, fingerprint: dict[str, Any]) -> str:
-        with Session(self.engine) as s:
+        self._writable()
+        with self._errors(), self._session() as s:
             if s.get(DeviceRow, device_id) is None:
                 s.add(DeviceRow(id=device_id, name=name, fingerprint=fingerprint, created_at=datetime.now(timezone.utc)))
                 s.commit()
         return device_id
 
     def devices(self) -> list[dict[str, Any]]:
-        with Session(self.engine) as s:
+        if self._empty:
+            return []
+        with self._errors(), self._session() as s:
             counts = dict(s.execute(select(MeasurementRow.device, func.count()).group_by(MeasurementRow.device)).all())
             return [
                 {"id": d.id, "name": d.name, "fingerprint": d.fingerprint, "measurements": counts.get(d.id, 0)}
@@ -109,21 +235,19 @@ class Store:
             if name_or_id in (d["id"], d["name"]):
                 return d["id"]
         known = ", ".join(f"{d['name']} ({d['id']})" for d in devices) or "none yet; run `hwnas profile` first"
-        raise HwnasError(f"no device {name_or_id!r} in the store {self.url}; known: {known}")
+        raise HwnasError(f"no device {quote(name_or_id)} in the store {self.url}; known: {quote(known, 400)[1:-1]}")
 
     # --- measurements -------------------------------------------------------------------------------------
     def add(self, m: Measurement, replace: bool = False) -> bool:
         """Store one measurement and commit. Returns False (and changes nothing) if its key is already stored,
-        unless `replace`, which overwrites it (used when a result is re-measured)."""
-        row = MeasurementRow(
-            device=m.device, backend=m.backend, space=m.space, arch=m.arch, input_shape=shape_to_str(m.input_shape),
-            batch=int(m.batch), latency_ms=float(m.latency_ms), latency_p10_ms=float(m.latency_p10_ms),
-            latency_p90_ms=float(m.latency_p90_ms), latency_std_ms=float(m.latency_std_ms), runs=int(m.runs),
-            energy_mj=None if m.energy_mj is None else float(m.energy_mj), energy_method=m.energy_method,
-            created_at=m.created_at, versions=dict(m.versions), extra=dict(m.extra),
-        )
-        with Session(self.engine) as s:
-            existing = s.scalars(self._select(m.device, m.backend, m.space, shape_to_str(m.input_shape), m.batch, m.arch)).first()
+        unless `replace`, which overwrites it (used when a result is re-measured). The values are checked first
+        (`check_measurement`): a NaN or negative latency is a HwnasError and nothing is written."""
+        self._writable()
+        check_measurement(m)
+        row = _to_row(m)
+        with self._errors(), self._session() as s:
+            existing = s.scalars(self._select(m.device, m.backend, m.space, shape_to_str(m.input_shape), m.batch,
+                                              m.arch)).first()
             if existing is not None:
                 if not replace:
                     return False
@@ -160,18 +284,25 @@ class Store:
         batch: int | None = None,
         arch: str | None = None,
     ) -> list[Measurement]:
+        """The query every reader (predictors, search, export) uses: stored measurements matching the filters
+        given, in the order they were stored. Nobody outside this module touches the tables."""
+        if self._empty:
+            return []
         shape = None if input_shape is None else (input_shape if isinstance(input_shape, str) else shape_to_str(input_shape))
-        with Session(self.engine) as s:
+        with self._errors(), self._session() as s:
             return [_to_measurement(r) for r in s.scalars(self._select(device, backend, space, shape, batch, arch))]
+
+    where = measurements  # Store.where(device=..., space=...): the same query, read as a filter
 
     def groups(self) -> list[tuple[str, str, str, str, int, int]]:
         """One row per measured (device, backend, space, input shape, batch) with its count: what the store holds,
         cheaply, for choosing what to fit on and for saying what is there when a request matches nothing."""
-        with Session(self.engine) as s:
-            rows = s.execute(select(MeasurementRow.device, MeasurementRow.backend, MeasurementRow.space,
-                                    MeasurementRow.input_shape, MeasurementRow.batch, func.count())
-                             .group_by(MeasurementRow.device, MeasurementRow.backend, MeasurementRow.space,
-                                       MeasurementRow.input_shape, MeasurementRow.batch)).all()
+        if self._empty:
+            return []
+        keys = (MeasurementRow.device, MeasurementRow.backend, MeasurementRow.space, MeasurementRow.input_shape,
+                MeasurementRow.batch)
+        with self._errors(), self._session() as s:
+            rows = s.execute(select(*keys, func.count()).group_by(*keys)).all()
         return [tuple(r) for r in rows]
 
     def archs(self, **filters: Any) -> set[str]:
@@ -182,8 +313,10 @@ class Store:
 
     # --- CSV ----------------------------------------------------------------------------------------------
     def export_csv(self, path: str | Path, **filters: Any) -> int:
+        """Write the matching measurements as CSV, atomically: an interruption or a full disk leaves any previous
+        file as it was and no partial one."""
         rows = self.measurements(**filters)
-        with open(path, "w", newline="") as f:
+        with atomic_write(path, newline="") as f:
             w = csv.DictWriter(f, fieldnames=CSV_COLUMNS)
             w.writeheader()
             for m in rows:
@@ -205,88 +338,58 @@ class Store:
         validate_arch=None,
     ) -> dict[str, int]:
         """Load a wide table of published latencies (one row an architecture, one column a device, in ms,
-        like ../shared/data/nb201/latency_ms.csv). Each column becomes a device named after it. Rows are checked
-        before anything is written, so a bad file stores nothing. Returns new rows stored per device."""
+        like ../shared/data/nb201/latency_ms.csv). Each column becomes a device named after it. Every row and value
+        is checked before anything is written (a latency is a finite number above 0; one architecture given twice
+        with different values is refused, naming both lines), and the whole import is one transaction: a bad file
+        or an interruption stores nothing. Returns new rows stored per device."""
         from hwnas.spaces import get_space
 
+        self._writable()
         space = get_space(space).spec  # "nb201:C=4,N=1" and "nb201:C=4,N=1,classes=10" are one space: store one name
-        rows = read_csv_rows(path)
-        header = list(rows[0].keys()) if rows else []
-        if arch_column not in header:
-            raise HwnasError(f"{path}: no column {arch_column!r}; columns: {', '.join(header)}")
-        # A device column is any column with a number in it; a bad cell in one then fails the import below.
-        numeric = [c for c in header if c not in (arch_column, "index") and any(_is_number(r.get(c, "")) for r in rows)]
-        columns = list(columns) if columns else numeric
-        missing = [c for c in columns if c not in header]
-        if missing:
-            raise HwnasError(f"{path}: no column(s) {', '.join(missing)}; numeric columns: {', '.join(numeric)}")
-        parsed = []
-        for line, row in enumerate(rows, start=2):
-            arch = row[arch_column]
-            if validate_arch is not None:
-                try:
-                    arch = validate_arch(arch)
-                except HwnasError as e:
-                    raise HwnasError(f"{path}, line {line}: {e}") from None
-            for c in columns:
-                if not _is_number(row[c]):
-                    raise HwnasError(f"{path}, line {line}: column {c!r} holds {row[c]!r}, not a latency in ms")
-            parsed.append((arch, row))
-        added: dict[str, int] = {}
+        table = read_wide_csv(path, arch_column, columns, parse_arch=validate_arch, check=check_value)
         source = str(Path(path).resolve())
-        for c in columns:
-            device = self.add_device(f"imported:{c}", c, {"name": c, "source": source})
-            added[c] = 0
-            with Session(self.engine) as s:
+        shape = shape_to_str(input_shape)
+        added: dict[str, int] = {}
+        with self._errors(), self._session() as s:
+            for c in table.columns:
+                device = f"imported:{c}"
+                if s.get(DeviceRow, device) is None:
+                    s.add(DeviceRow(id=device, name=c, fingerprint={"name": c, "source": source},
+                                    created_at=datetime.now(timezone.utc)))
                 have = set(s.scalars(select(MeasurementRow.arch).where(
                     MeasurementRow.device == device, MeasurementRow.backend == backend, MeasurementRow.space == space,
-                    MeasurementRow.input_shape == shape_to_str(input_shape), MeasurementRow.batch == batch)))
+                    MeasurementRow.input_shape == shape, MeasurementRow.batch == batch)))
                 now = datetime.now(timezone.utc)
-                for arch, row in parsed:
-                    if arch in have:
-                        continue
-                    v = float(row[c])
-                    s.add(MeasurementRow(device=device, backend=backend, space=space, arch=arch,
-                                         input_shape=shape_to_str(input_shape), batch=batch, latency_ms=v,
-                                         latency_p10_ms=v, latency_p90_ms=v, latency_std_ms=0.0, runs=1, energy_mj=None,
-                                         energy_method=None, created_at=now, versions={}, extra={"source": source}))
-                    have.add(arch)
-                    added[c] += 1
-                s.commit()  # one transaction per device column: all of it or none
+                new = [(a, v) for a, v in zip(table.archs, table.values[c]) if a not in have]
+                s.add_all(MeasurementRow(device=device, backend=backend, space=space, arch=a, input_shape=shape,
+                                         batch=batch, latency_ms=v, latency_p10_ms=v, latency_p90_ms=v,
+                                         latency_std_ms=0.0, runs=1, energy_mj=None, energy_method=None,
+                                         created_at=now, versions={}, extra={"source": source}) for a, v in new)
+                added[c] = len(new)
+            s.commit()  # one transaction for the whole file: all of it or none
         return added
 
 
-def open_store(store_url: str | None, run_dir: str | Path, must_exist: bool = False) -> Store:
+def open_store(store_url: str | None, run_dir: str | Path, must_exist: bool = False,
+               readonly: bool | None = None) -> Store:
     """The run's store: `store_url` (a path or database URL) if given, else RUN_DIR/measurements.db.
     `must_exist` (callers that only read it): a missing SQLite file is an error rather than a new empty database
-    left behind."""
+    left behind, and the store is opened read-only (unless `readonly=False`), so reading never writes a byte."""
     location = store_url or Path(run_dir) / "measurements.db"
     if must_exist and "://" not in str(location) and not Path(location).expanduser().is_file():
-        raise HwnasError(f"no measurement store at {location}; run `hwnas profile` (or `hwnas measurements import`) "
-                         "first, or point --store/--run-dir at an existing one")
-    return Store(location)
+        raise HwnasError(f"no measurement store at {quote(str(location))[1:-1]}; run `hwnas profile` (or `hwnas "
+                         "measurements import`) first, or point --store/--run-dir at an existing one")
+    return Store(location, readonly=must_exist if readonly is None else readonly)
 
 
-def read_csv_rows(path: str | Path) -> list[dict[str, str]]:
-    p = Path(path)
-    if not p.is_file():
-        raise HwnasError(f"no such CSV file: {path}")
-    try:
-        with open(p, newline="") as f:
-            rows = list(csv.DictReader(f))
-    except (UnicodeDecodeError, csv.Error) as e:
-        raise HwnasError(f"{path} is not a readable CSV file ({e})") from None
-    if not rows:
-        raise HwnasError(f"{path} has a header but no rows (or is empty)")
-    return rows
-
-
-def _is_number(text: str) -> bool:
-    try:
-        float(text)
-        return True
-    except (TypeError, ValueError):
-        return False
+def _to_row(m: Measurement) -> MeasurementRow:
+    return MeasurementRow(
+        device=m.device, backend=m.backend, space=m.space, arch=m.arch, input_shape=shape_to_str(m.input_shape),
+        batch=int(m.batch), latency_ms=float(m.latency_ms), latency_p10_ms=float(m.latency_p10_ms),
+        latency_p90_ms=float(m.latency_p90_ms), latency_std_ms=float(m.latency_std_ms), runs=int(m.runs),
+        energy_mj=None if m.energy_mj is None else float(m.energy_mj), energy_method=m.energy_method,
+        created_at=m.created_at, versions=dict(m.versions), extra=dict(m.extra),
+    )
 
 
 def _to_measurement(r: MeasurementRow) -> Measurement:

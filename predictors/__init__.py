@@ -22,11 +22,7 @@ from hwnas.predictors.base import (
 )
 from hwnas.predictors.encodings import ENCODINGS, encode_archs, register_encoding
 from hwnas.predictors.ensemble import EnsemblePredictor
-from hwnas.predictors.linear import (
-    LinearCostPredictor,
-    LookupTablePredictor,
-    lookup_from_profiling,
-)
+from hwnas.predictors.linear import LinearCostPredictor, LookupTablePredictor
 from hwnas.predictors.metrics import regression_metrics
 from hwnas.predictors.transfer import TransferPredictor, pretrain_transfer
 
@@ -46,7 +42,6 @@ __all__ = [
     "fit_predictor",
     "get_predictor",
     "load_predictor",
-    "lookup_from_profiling",
     "pick_measurements",
     "predict_archs",
     "predict_csv",

@@ -2,6 +2,7 @@
 metadata (and a predicted-vs-measured plot), predict for architectures or for every row of a CSV file."""
 from __future__ import annotations
 
+import copy
 import csv
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -9,11 +10,12 @@ from typing import Any
 
 import numpy as np
 
-from hwnas.errors import HwnasError
+from hwnas.errors import HwnasError, quote
+from hwnas.files import atomic_write
 from hwnas.measurement import TARGETS
 from hwnas.predictors.base import Predictor, get_predictor, load_predictor
 from hwnas.predictors.encodings import encode_archs
-from hwnas.predictors.metrics import regression_metrics
+from hwnas.predictors.metrics import finite_metrics, regression_metrics
 from hwnas.spaces import get_space
 from hwnas.spaces.base import Arch, SearchSpace
 
@@ -58,12 +60,30 @@ def fit_predictor(X: np.ndarray, y: np.ndarray, predictor: str = "mlp", encoding
         test, train = order[:n_hold], order[n_hold:]
         trained = new().fit(X[train], y[train])
         pred = trained.predict(X[test])
-        metrics = regression_metrics(y[test], pred)
+        metrics = finite_metrics(regression_metrics(y[test], pred))
         metrics["n_train"] = len(train)
         heldout = (y[test], pred)
     final = new().fit(X, y)
     final.heldout = heldout
     return final, metrics
+
+
+def clone_predictor(predictor: Predictor) -> Predictor:
+    """An independent copy: same kind, settings, encoding, seed and metadata, and whatever it learned so far (a
+    `transfer` predictor keeps its pretrained body, which a predictor rebuilt from its settings would lack)."""
+    return copy.deepcopy(predictor)
+
+
+def refit_predictor(predictor: Predictor, X: np.ndarray, y: np.ndarray) -> Predictor:
+    """A copy of `predictor` fitted on (X, y) (encoded with `predictor.encoding`), the original untouched: what a
+    search's repair loop does after a measurement. Pretrained state is kept; metadata gains `refitted_on`."""
+    y = np.asarray(y, np.float64)
+    if len(y) == 0 or not np.all(np.isfinite(y)):
+        raise HwnasError("refitting a predictor needs at least one row and finite targets")
+    fresh = clone_predictor(predictor)
+    fresh.fit(np.asarray(X, np.float32), y)
+    fresh.metadata = {**predictor.metadata, "refitted_on": len(y)}
+    return fresh
 
 
 def _listing(items: Sequence[str], most: int = 8) -> str:
@@ -132,6 +152,31 @@ def pick_measurements(store, space: SearchSpace | str, device: str | None = None
     return devices[0], backends[0]
 
 
+def pick_shape(store, space: SearchSpace | str, input_shape=None, batch: int | None = None
+               ) -> tuple[tuple[int, ...], int]:
+    """The (input shape, batch) to fit `space` on: as given; else what the store measured of this space (with this
+    batch, when given) when that is one; else the space's default shape and batch 1 (or `batch`), which
+    `pick_measurements` then reports on. A batch given with no measurements of the space at that batch is a
+    HwnasError listing what was measured, rather than a fit on other data."""
+    from hwnas.measurement import shape_from_str
+
+    sp = _space(space)
+    if isinstance(input_shape, str):
+        input_shape = shape_from_str(input_shape)
+    if input_shape:
+        return tuple(sp.check_input_shape(input_shape)), int(batch or 1)
+    measured = sorted({(g[3], int(g[4])) for g in store.groups() if g[2] == sp.spec})
+    matching = [m for m in measured if batch is None or m[1] == batch]
+    if batch is not None and measured and not matching:
+        raise HwnasError(f"no measurements of {sp.spec} with batch {batch}; it was measured with "
+                         f"{_listing([f'input {s} batch {b}' for s, b in measured])}; pass one of these batches "
+                         "with --batch (and its shape with --input-shape)")
+    if len(matching) == 1:
+        shape, b = matching[0]
+        return tuple(sp.check_input_shape(shape_from_str(shape))), b
+    return tuple(sp.check_input_shape(sp.default_input_shape)), int(batch or 1)
+
+
 def fit_from_store(store, space: SearchSpace | str, device: str | None = None, backend: str | Any = None,
                    input_shape=None, batch: int = 1, target: str = "latency_ms", predictor: str = "mlp",
                    encoding: str | None = None, holdout: float = 0.2, seed: int = 0,
@@ -191,7 +236,7 @@ def read_table(path: str | Path, space: SearchSpace, arch_column: str, target: s
                ) -> tuple[list[dict[str, str]], list[Arch], np.ndarray | None]:
     """Rows of a CSV file, their parsed architectures (strings or indices) and (if `target`) the target column as
     floats; any bad cell is a HwnasError naming its line."""
-    from hwnas.store import read_csv_rows
+    from hwnas.files import read_csv_rows
 
     rows = read_csv_rows(path)
     header = list(rows[0].keys())
@@ -223,6 +268,10 @@ def fit_from_csv(path: str | Path, arch_column: str, target: str, space: SearchS
     sp = _space(space)
     shape = sp.check_input_shape(input_shape or sp.default_input_shape)
     _, archs, y = read_table(path, sp, arch_column, target)
+    bad = np.flatnonzero(~(y > 0))
+    if len(bad):
+        raise HwnasError(f"{path}, line {int(bad[0]) + 2}: column {quote(target)} holds {y[bad[0]]:g}; targets must be "
+                         f"positive and finite ({len(bad)} row(s) are not)")
     probe = get_predictor(predictor, encoding=encoding, space=sp, **dict(settings or {}))
     X = encode_archs(sp, archs, probe.encoding, shape)
     fitted, metrics = fit_predictor(X, y, predictor, probe.encoding, holdout, seed, settings)
@@ -238,7 +287,9 @@ def fit_from_csv(path: str | Path, arch_column: str, target: str, space: SearchS
 
 def save_predictor(predictor: Predictor, path: str | Path, plot: bool = True) -> dict[str, str]:
     """Save the predictor file and, when there is a held-out set, `<name>.png` beside it (predicted vs measured)."""
-    path = predictor.save(path)
+    path = Path(path)
+    with atomic_write(path, "wb") as f:  # a failure (disk full, interrupt) never truncates an existing file
+        predictor.save(f.name)  # into the temporary file, renamed over `path` only once complete
     out = {"predictor": str(path)}
     y_true, y_pred = getattr(predictor, "heldout", (np.zeros(0), np.zeros(0)))
     if plot and len(y_true):
@@ -249,10 +300,14 @@ def save_predictor(predictor: Predictor, path: str | Path, plot: bool = True) ->
         device, target = meta.get("device_name") or "", meta.get("target") or ""
         subject = target if device in ("", target) else f"{device} {target}"  # a CSV column is both
         title = (f"{predictor.name} on {subject}: held-out n={len(y_true)}\n"
-                 f"within ±10% {m.get('within_10', float('nan')):.1%}, Spearman {m.get('spearman', float('nan')):.3f}")
+                 f"within ±10% {_figure(m.get('within_10'), '.1%')}, Spearman {_figure(m.get('spearman'), '.3f')}")
         png = plot_predicted_vs_measured(y_true, y_pred, path.with_suffix(".png"), title, meta.get("unit") or "as in the file")
         out["plot"] = str(png)
     return out
+
+
+def _figure(value, spec: str) -> str:
+    return "-" if value is None else format(value, spec)
 
 
 def predict_archs(predictor: Predictor, space: SearchSpace | str, archs: Sequence[Arch | str]) -> np.ndarray:
@@ -276,9 +331,7 @@ def predict_csv(predictor_path: str | Path, csv_path: str | Path, arch_column: s
     column = f"predicted_{predictor.metadata.get('target') or 'value'}"
     header = list(rows[0].keys())
     header += [column] if column not in header else []
-    out = Path(out_path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with open(out, "w", newline="") as f:
+    with atomic_write(out_path, "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=header)
         w.writeheader()
         for row, value in zip(rows, predictions):

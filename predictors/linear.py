@@ -74,7 +74,7 @@ class LookupTablePredictor(Predictor):
 
     Additive in the target's own units (ms, mJ), so it fits untransformed targets by default. Fitted by
     least squares on one-hot codes (a tiny ridge penalty keeps the redundant columns determined), or built from
-    per-operation profiling with `from_table` / `lookup_from_profiling`.
+    per-operation profiling with `from_table` / `hwnas.profilers.lookup_from_profiling`.
     """
 
     name = "lookup"
@@ -121,37 +121,3 @@ class LookupTablePredictor(Predictor):
 
     def set_arrays(self, arrays: dict[str, np.ndarray]) -> None:
         self.table, self.base = np.asarray(arrays["table"], np.float64), float(arrays["base"])
-
-
-def lookup_from_profiling(space, backend, input_shape=None, batch: int = 1, protocol=None, store=None,
-                          target: str = "latency_ms") -> LookupTablePredictor:
-    """Per-operation profiling: measure the reference cell (each decision at its `none` option, else option 0)
-    and every single-decision variant; each entry is its cost above the reference. 1 + sum(options - 1)
-    measurements (25 for nb201)."""
-    from hwnas.profilers import measure_arch
-    from hwnas.spaces.base import Arch
-
-    counts = space.options_per_decision()
-    rows = len(counts)
-    reference = [0] * rows
-    for d, c in sorted(space.none_options(), reverse=True):
-        reference[d] = c
-
-    def cost(choices) -> float:
-        m = measure_arch(space, Arch(space.name, tuple(choices)), backend, input_shape=input_shape, batch=batch,
-                         protocol=protocol, store=store)
-        value = getattr(m, target)
-        if value is None:
-            raise HwnasError(f"the backend gave no {target} for {space.to_string(Arch(space.name, tuple(choices)))}")
-        return float(value)
-
-    base = cost(reference)
-    table = np.zeros(space.code_length)
-    offsets = space.code_offsets
-    for r in range(rows):
-        for c in range(counts[r]):
-            if c != reference[r]:
-                choices = list(reference)
-                choices[r] = c
-                table[offsets[r] + c] = cost(choices) - base
-    return LookupTablePredictor.from_table(base, table)

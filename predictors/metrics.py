@@ -62,3 +62,9 @@ def regression_metrics(y_true, y_pred, floor: float | str = "auto") -> dict[str,
         "n_excluded": int((~kept).sum()),
         "floor": floor_value,
     }
+
+
+def finite_metrics(metrics: dict[str, Any]) -> dict[str, Any]:
+    """`metrics` with every non-finite number (an undefined MAPE or rank correlation) as None, so that what is
+    saved and printed as JSON is valid and never NaN."""
+    return {k: (None if isinstance(v, float) and not np.isfinite(v) else v) for k, v in metrics.items()}

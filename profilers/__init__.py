@@ -2,8 +2,9 @@
 from hwnas.profilers import onnxruntime, torch_backend  # noqa: F401  (register backends)
 from hwnas.profilers.base import BACKENDS, Backend, available_backends, get_backend, register_backend
 from hwnas.profilers.energy import ENERGY_METERS, EnergyMeter, register_energy_meter
+from hwnas.profilers.lookup import lookup_from_profiling
 from hwnas.profilers.profile import ProfileSummary, measure_arch, profile_space
-from hwnas.profilers.samplers import SAMPLERS, register_sampler, sample_archs
+from hwnas.profilers.samplers import SAMPLERS, Sampler, register_sampler, sample_archs
 from hwnas.profilers.timing import PROTOCOL_NAMES, TimingProtocol
 
 # Optional parts (GPU): each registers itself and reports why it is unavailable instead of failing at import.
@@ -21,9 +22,11 @@ __all__ = [
     "Backend",
     "EnergyMeter",
     "ProfileSummary",
+    "Sampler",
     "TimingProtocol",
     "available_backends",
     "get_backend",
+    "lookup_from_profiling",
     "measure_arch",
     "profile_space",
     "register_backend",

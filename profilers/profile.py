@@ -1,6 +1,7 @@
 """Profiling a space on a device: measure architectures one by one into the store, resuming what is there."""
 from __future__ import annotations
 
+import itertools
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -9,14 +10,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from hwnas.measurement import Measurement
+from hwnas.errors import HwnasError, quote
+from hwnas.measurement import Measurement, check_measurement
 from hwnas.profilers.base import Backend
-from hwnas.profilers.samplers import SAMPLERS, sample_archs
+from hwnas.profilers.samplers import SAMPLERS
 from hwnas.profilers.timing import TimingProtocol
+from hwnas.reporting import Reporter, reporter_or_null
 from hwnas.spaces import Arch, SearchSpace
 from hwnas.store import Store
-
-STRATEGIES = ("uniform", "flops", "active")
 
 
 def measure_arch(
@@ -30,22 +31,29 @@ def measure_arch(
     replace: bool = False,
 ) -> Measurement:
     """Build `arch`, measure it on `backend` and store it. An already stored measurement is returned as is
-    unless `replace` (then the new one overwrites it)."""
+    unless `replace` (then the new one overwrites it). Its values are checked before anything is stored."""
+    return _measure(space, arch, backend, input_shape, batch, protocol, store, replace)[0]
+
+
+def _measure(space, arch, backend, input_shape=None, batch=1, protocol=None, store=None, replace=False
+             ) -> tuple[Measurement, bool]:
+    """(the measurement, whether this call stored it): a row another process stored first does not count."""
     shape = space.check_input_shape(input_shape or space.default_input_shape)
     arch_string = space.to_string(arch)
     if store is not None and not replace:
         stored = store.measurements(device=backend.device_id(), backend=backend.name, space=space.spec,
                                     input_shape=shape, batch=batch, arch=arch_string)
         if stored:
-            return stored[0]
+            return stored[0], False
     torch.manual_seed(0)  # the same weights for the same arch (timing should not depend on them, but be sure)
     space.check_fits(shape, batch, arch)  # one line naming the limit, before inputs of this batch are allocated
     m = backend.measure(space.build(arch, shape), shape, batch, protocol)
     m.arch, m.space = arch_string, space.spec
-    if store is not None:
-        store.add_device(backend.device_id(), backend.device_name(), backend.fingerprint())
-        store.add(m, replace=replace)
-    return m
+    check_measurement(m)  # a NaN from the backend stops here, before a device row is written
+    if store is None:
+        return m, False
+    store.add_device(backend.device_id(), backend.device_name(), backend.fingerprint())
+    return m, store.add(m, replace=replace)
 
 
 @dataclass
@@ -72,107 +80,91 @@ def profile_space(
     backend: Backend,
     store: Store,
     samples: int,
-    strategy: str = "uniform",
+    sampler: str = "uniform",
     seed: int = 0,
     input_shape: Sequence[int] | None = None,
     batch: int = 1,
     protocol: TimingProtocol | None = None,
-    progress: bool = True,
+    progress: bool | None = None,
     archs: Sequence[Arch] | None = None,
+    reporter: Reporter | None = None,
 ) -> ProfileSummary:
     """Have `samples` distinct architectures of this (device, backend, space, shape, batch) measured in the store:
-    those already stored count, and the rest are chosen by `strategy` (uniform, flops, or active). Each is
-    committed as soon as it is measured, and the choice is a deterministic function of the seed (and, for
-    active, of what is stored), so rerunning after an interruption measures only what is missing, and a larger
-    --samples extends the store. `archs` names the list instead (each measured unless stored)."""
-    from hwnas.errors import HwnasError
-
-    if strategy not in STRATEGIES and not archs:
-        raise HwnasError(f"unknown profiling strategy {strategy!r}; accepted: {', '.join(STRATEGIES)}")
+    those already stored count, and the rest are chosen by the registered `sampler` (uniform, flops, active, or
+    one added with `register_sampler`). Each is committed as soon as it is measured, and the choice is a
+    deterministic function of the seed (and, for active, of what is stored), so rerunning after an interruption
+    measures only what is missing, and a larger `samples` extends the store. `archs` names the list instead (each
+    measured unless stored). `measured_now` counts rows this call inserted: under two concurrent profilers of one
+    store, a row the other stored first is not counted. Progress goes to `reporter` (default: silent); `progress`
+    is accepted for old callers and ignored."""
+    if not archs and sampler not in SAMPLERS:
+        raise HwnasError(f"unknown sampler {quote(sampler)}; accepted: {', '.join(SAMPLERS.names())}")
     shape = space.check_input_shape(input_shape or space.default_input_shape)
     backend.require()
+    store.require_writable()
     key = {"device": backend.device_id(), "backend": backend.name, "space": space.spec, "input_shape": shape, "batch": batch}
     started = time.perf_counter()
-    protocol = protocol or TimingProtocol.quick()
-    stored = store.archs(**key)
+    run = _Run(space, backend, store, shape, batch, protocol or TimingProtocol.quick(), key)
     if archs:
-        todo, strategy = list(archs), "given"
-        samples = len(stored | {space.to_string(a) for a in archs})
-    elif strategy == "active":
-        # A uniform seed set, then batches chosen where the predictor ensemble is least sure.
-        todo = sample_archs(space, min(samples, max(10, samples // 4)), "uniform", seed, shape)
-    else:
-        todo = sample_archs(space, samples, strategy, seed, shape)
-    already = min(len(stored), samples)
-    measured_now = 0
-
-    with _progress(progress, f"profiling {space.name} on {backend.name}") as bar:
-        task = bar.add_task("measure", total=samples, completed=already) if bar else None
-
-        def measure_list(archs: list[Arch]) -> None:
-            nonlocal measured_now
-            for arch in archs:
-                s = space.to_string(arch)
-                if s in stored:
-                    continue
-                if len(stored) >= samples:
-                    return
-                m = measure_arch(space, arch, backend, shape, batch, protocol, store)
-                stored.add(s)
-                measured_now += 1
-                if bar:
-                    bar.update(task, advance=1, description=f"{m.latency_ms:7.3f} ms  {s[:60]}")
-
-        measure_list(todo)
-        if strategy == "active":
-            from hwnas.predictors import select_active
-
-            pool = sample_archs(space, min(space.size() or 20000, 2000), "uniform", seed + 1, shape)
-            round_no = 0
-            while len(stored) < samples:
-                rows = store.measurements(**key)  # everything measured on this device teaches the ensemble
-                candidates = [a for a in pool if space.to_string(a) not in stored]
-                if not candidates:
-                    break
-                k = min(5, samples - len(stored))
-                picked = select_active(space, candidates, [space.from_string(m.arch) for m in rows],
-                                       np.array([m.latency_ms for m in rows]), k, seed=seed + round_no)
-                measure_list(picked)
-                round_no += 1
-
+        samples = len(run.stored | {space.to_string(a) for a in archs})
+    already = min(len(run.stored), samples)
+    report = reporter_or_null(reporter)
+    with report.progress(f"profiling {space.name} on {backend.name}", total=samples, completed=already) as task:
+        run.task = task
+        if archs:
+            run.measure(list(archs), samples)
+        else:
+            _sample_and_measure(run, SAMPLERS.get(sampler), samples, seed)
     lat = [m.latency_ms for m in store.measurements(**key)]
     return ProfileSummary(
         device=backend.device_id(), device_name=backend.device_name(), backend=backend.name, space=space.spec,
-        input_shape=shape, batch=batch, requested=samples, measured_now=measured_now, already_stored=already,
-        total_in_store=store.count(**key), seconds=round(time.perf_counter() - started, 2),
+        input_shape=shape, batch=batch, requested=samples, measured_now=run.measured_now, already_stored=already,
+        total_in_store=len(lat), seconds=round(time.perf_counter() - started, 2),
         latency_ms={"min": float(np.min(lat)), "median": float(np.median(lat)), "max": float(np.max(lat))} if lat else {},
     )
 
 
-class _NoProgress:
-    def __enter__(self):
-        return None
-
-    def __exit__(self, *exc):
-        return False
-
-
-def _progress(enabled: bool, title: str):
-    if not enabled:
-        return _NoProgress()
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
-
-    from hwnas.commands.common import console
-
-    return Progress(TextColumn(f"[bold]{title}[/]"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                    TimeRemainingColumn(), TextColumn("{task.description}"), console=console, transient=False)
+def _sample_and_measure(run: _Run, sampler, samples: int, seed: int) -> None:
+    """Ask the sampler (with what is stored) and measure what it offers, until `samples` are stored or it offers
+    nothing new. Round 0 uses the bare seed, so a sampler's list is the same on a rerun."""
+    for round_no in itertools.count():
+        if len(run.stored) >= samples:
+            return
+        rng = np.random.default_rng(seed if round_no == 0 else [seed, round_no])
+        offered = sampler(run.space, samples, rng, run.shape, run.measured())
+        if not run.measure(offered, samples):
+            return
 
 
-__all__ = ["SAMPLERS", "STRATEGIES", "ProfileSummary", "measure_arch", "profile_space"]
+class _Run:
+    """One profiling call's state: what is stored for its key, and how many rows it inserted itself."""
+
+    def __init__(self, space, backend, store, shape, batch, protocol, key):
+        self.space, self.backend, self.store, self.shape, self.batch, self.protocol = space, backend, store, shape, batch, protocol
+        self.key = key
+        self.stored = store.archs(**key)
+        self.measured_now = 0
+        self.task = None
+
+    def measured(self) -> dict[Arch, float]:
+        return {self.space.from_string(m.arch): m.latency_ms for m in self.store.measurements(**self.key)}
+
+    def measure(self, archs: Sequence[Arch], samples: int) -> bool:
+        """Measure those not stored until `samples` are; True when at least one new architecture was offered."""
+        new = False
+        for arch in archs:
+            s = self.space.to_string(arch)
+            if s in self.stored:
+                continue
+            if len(self.stored) >= samples:
+                break
+            new = True
+            m, inserted = _measure(self.space, arch, self.backend, self.shape, self.batch, self.protocol, self.store)
+            self.stored.add(s)
+            self.measured_now += int(inserted)
+            if self.task is not None:
+                self.task.advance(1, f"{m.latency_ms:7.3f} ms  {s[:60]}")
+        return new
+
+
+__all__ = ["SAMPLERS", "ProfileSummary", "measure_arch", "profile_space"]

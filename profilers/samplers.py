@@ -1,19 +1,39 @@
-"""Which architectures to profile: deterministic given a seed, and prefix-consistent (the first n of a request
-for n+k are the request for n), so an interrupted run asks for the same list again and a larger --samples
-extends what is stored instead of starting over."""
+"""Which architectures to profile: a registry of samplers, each deterministic given its generator.
+
+A sampler is `sampler(space, n, rng, input_shape, measured) -> list[Arch]`: up to `n` distinct architectures to
+have measured, in order. `measured` maps the architectures already stored for this (device, backend, space, shape,
+batch) to their latency in ms; samplers that do not learn from it ignore it. `profile_space` measures what a
+sampler returns (skipping what is stored) and asks it again, with the new measurements, until `n` are stored or it
+offers nothing new, so an adaptive sampler ("active") returns one batch per call.
+
+"uniform" and "flops" are prefix-consistent (the first n of a request for n+k are the request for n), so an
+interrupted run asks for the same list again and a larger --samples extends what is stored instead of starting
+over. Register another with `@register_sampler("name")`; `hwnas profile --strategy` offers every registered one.
+"""
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Protocol
 
 import numpy as np
 
 from hwnas.errors import HwnasError
+from hwnas.predictors.active import select_active
 from hwnas.registry import Registry
 from hwnas.spaces import Arch, SearchSpace
 
+
+class Sampler(Protocol):
+    def __call__(self, space: SearchSpace, n: int, rng: np.random.Generator, input_shape: Sequence[int] = (),
+                 measured: Mapping[Arch, float] | None = None) -> list[Arch]: ...
+
+
 SAMPLERS: Registry = Registry("sampler")
 register_sampler = SAMPLERS.register
-Sampler = Callable[[SearchSpace, int, np.random.Generator, Sequence[int]], list[Arch]]
+
+#: active sampling: architectures measured per round, and the pool of candidates it ranks
+ACTIVE_BATCH = 5
+ACTIVE_POOL = 2000
 
 
 def _check_n(space: SearchSpace, n: int) -> None:
@@ -23,7 +43,8 @@ def _check_n(space: SearchSpace, n: int) -> None:
 
 
 @register_sampler("uniform")
-def uniform(space: SearchSpace, n: int, rng: np.random.Generator, input_shape: Sequence[int] = ()) -> list[Arch]:
+def uniform(space: SearchSpace, n: int, rng: np.random.Generator, input_shape: Sequence[int] = (),
+            measured: Mapping[Arch, float] | None = None) -> list[Arch]:
     """n distinct architectures, uniformly at random."""
     _check_n(space, n)
     size = space.size()
@@ -36,7 +57,8 @@ def uniform(space: SearchSpace, n: int, rng: np.random.Generator, input_shape: S
 
 
 @register_sampler("flops")
-def flops_stratified(space: SearchSpace, n: int, rng: np.random.Generator, input_shape: Sequence[int] = ()) -> list[Arch]:
+def flops_stratified(space: SearchSpace, n: int, rng: np.random.Generator, input_shape: Sequence[int] = (),
+                     measured: Mapping[Arch, float] | None = None) -> list[Arch]:
     """n distinct architectures spread evenly over FLOPs quantiles, so cheap and costly ones are both covered
     (uniform sampling over-represents the middle of the FLOPs range)."""
     _check_n(space, n)
@@ -54,6 +76,28 @@ def flops_stratified(space: SearchSpace, n: int, rng: np.random.Generator, input
     return [pool[i] for i in chosen]
 
 
+@register_sampler("active")
+def active(space: SearchSpace, n: int, rng: np.random.Generator, input_shape: Sequence[int] = (),
+           measured: Mapping[Arch, float] | None = None) -> list[Arch]:
+    """A uniform seed set (a quarter of n, at least 10), then batches of 5 where a predictor ensemble is least
+    sure (see hwnas.predictors.active.select_active), one batch per call."""
+    _check_n(space, n)
+    measured = dict(measured or {})
+    seeds = min(n, max(10, n // 4))
+    if len(measured) < seeds:
+        return uniform(space, seeds, rng)
+    if len(measured) >= n:
+        return []
+    size = space.size()
+    pool = uniform(space, min(size or ACTIVE_POOL, ACTIVE_POOL), rng)
+    candidates = [a for a in pool if a not in measured]
+    if not candidates:
+        return []
+    k = min(ACTIVE_BATCH, n - len(measured))
+    return select_active(space, candidates, list(measured), np.array(list(measured.values())), k,
+                         seed=int(rng.integers(2**31)), input_shape=tuple(input_shape) or None)
+
+
 def sample_archs(space: SearchSpace, n: int, sampler: str = "uniform", seed: int = 0,
-                 input_shape: Sequence[int] = ()) -> list[Arch]:
-    return SAMPLERS.get(sampler)(space, n, np.random.default_rng(seed), input_shape)
+                 input_shape: Sequence[int] = (), measured: Mapping[Arch, float] | None = None) -> list[Arch]:
+    return SAMPLERS.get(sampler)(space, n, np.random.default_rng(seed), input_shape, measured)

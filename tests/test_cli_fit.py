@@ -182,3 +182,81 @@ def test_fit_from_store_names_what_is_measured_and_picks_the_only_device(subset,
         "was measured with input 3x32x32 batch 1; pass that shape with --input-shape / --batch")
     assert error().endswith("devices with measurements of nb201:C=16,N=5,classes=10, input 3x32x32, batch 1: "
                             "gold_6226 (150), raspi4 (150)")
+
+
+@pytest.mark.parametrize("value", ["-0.5", "0", "inf", "nan"])
+def test_fit_from_csv_refuses_targets_that_are_not_positive_and_finite(subset, tmp_path, value):
+    with open(subset, newline="") as f:
+        rows = list(csv.DictReader(f))
+    rows[7]["pixel3"] = value
+    bad = tmp_path / "bad.csv"
+    with open(bad, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    out = tmp_path / "p.npz"
+    result = run("fit", "--from-csv", str(bad), "--target", "pixel3", "--predictor", "ridge", "--out", str(out))
+    assert result.exit_code == 2, result.output
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "line 9" in lines[0] and "Traceback" not in result.output, result.output
+    assert "not a number" in lines[0] or "must be positive and finite" in lines[0]
+    assert not out.exists()
+
+
+def test_saved_metrics_are_finite_json(subset, tmp_path):
+    import math
+
+    with open(subset, newline="") as f:
+        rows = list(csv.DictReader(f))[:12]
+    const = tmp_path / "const.csv"
+    with open(const, "w", newline="") as f:  # every latency equal: the rank correlations are undefined
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows({**r, "pixel3": "2.5"} for r in rows)
+    out = tmp_path / "c.npz"
+    result = run("fit", "--from-csv", str(const), "--target", "pixel3", "--predictor", "ridge", "--out", str(out),
+                 "--json")
+    assert result.exit_code == 0, result.output
+    metrics = json.loads(result.stdout, parse_constant=lambda c: pytest.fail(f"{c} in the JSON"))["metrics"]
+    assert metrics["spearman"] is None and metrics["n"] == 2
+    saved = load_predictor(out).metadata["heldout_metrics"]
+    assert saved == metrics and all(v is None or not isinstance(v, float) or math.isfinite(v) for v in saved.values())
+
+
+def test_a_failed_save_leaves_the_earlier_predictor_file_as_it_was(subset, tmp_path, monkeypatch):
+    from hwnas.predictors.api import fit_from_csv, save_predictor
+
+    out = tmp_path / "p.npz"
+    predictor, _ = fit_from_csv(subset, "arch", "pixel3", "nb201", "ridge")
+    save_predictor(predictor, out, plot=False)
+    before = out.read_bytes()
+
+    def disk_full():
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(predictor, "get_arrays", disk_full)
+    with pytest.raises(OSError):
+        save_predictor(predictor, out, plot=False)
+    assert out.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == ["p.npz"]
+
+
+def test_fit_batch_picks_that_batch_or_says_what_was_measured(subset, tmp_path):
+    from hwnas.predictors.api import pick_shape
+
+    db = tmp_path / "m.db"
+    store = Store(db)
+    store.import_table(subset, TINY, columns=["pixel3"])  # batch 1, input 3x32x32
+    base = ["fit", "--store", str(db), "--space", TINY, "--predictor", "ridge", "--no-plot", "--json"]
+    result = run(*base, "--batch", "8", "--out", str(tmp_path / "never.npz"))
+    assert result.exit_code == 2 and not (tmp_path / "never.npz").exists(), result.output
+    assert result.stderr.strip() == ("Error: no measurements of nb201:C=4,N=1,classes=10 with batch 8; it was measured "
+                                     "with input 3x32x32 batch 1; pass one of these batches with --batch (and its "
+                                     "shape with --input-shape)")
+    store.import_table(subset, TINY, columns=["pixel3"], input_shape=(3, 16, 16), batch=8)
+    result = run(*base, "--batch", "8", "--out", str(tmp_path / "b8.npz"))
+    assert result.exit_code == 0, result.output
+    assert load_predictor(tmp_path / "b8.npz").metadata["batch"] == 8
+    assert load_predictor(tmp_path / "b8.npz").metadata["input_shape"] == [3, 16, 16]
+    assert pick_shape(store, TINY, batch=1) == ((3, 32, 32), 1)
+    assert pick_shape(store, TINY) == ((3, 32, 32), 1)  # two measured kinds and none asked: the space's default
+    assert pick_shape(store, TINY, "3x16x16", 8) == ((3, 16, 16), 8)

@@ -60,3 +60,13 @@ def test_bad_space_is_one_line_and_exit_2(tmp_path):
     assert result.exit_code == 2
     lines = [line for line in result.output.strip().splitlines() if line.strip()]
     assert len(lines) == 1 and "nb999" in lines[0]
+
+
+@pytest.mark.parametrize("budget", ["inf", "nan", "0", "-1"])
+def test_a_budget_that_is_not_finite_and_positive_is_one_line_and_writes_nothing(tmp_path, budget):
+    for flag in ("--budget-ms", "--budget-mj"):
+        result = CliRunner().invoke(cli, ["run", f"{flag}={budget}", "--run-dir", str(tmp_path / "run")])
+        assert result.exit_code == 2, result.output
+        lines = [line for line in result.output.strip().splitlines() if line.strip()]
+        assert len(lines) == 1 and "give a finite positive number" in lines[0], result.output
+    assert list(tmp_path.iterdir()) == []

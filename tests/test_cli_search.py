@@ -41,7 +41,7 @@ def profiled_run(tmp_path_factory):
     space = get_space(SPEC, classes=10)
     backend = get_backend("onnxruntime-cpu", threads=1)
     store = Store(run_dir / "measurements.db")
-    profile_space(space, backend, store, 15, "uniform", 0, (1, 8, 8), 1, TimingProtocol.quick(), progress=False)
+    profile_space(space, backend, store, 15, "uniform", 0, (1, 8, 8), 1, TimingProtocol.quick())
     latencies = [m.latency_ms for m in store.measurements(space=space.spec)]
     return run_dir, float(np.percentile(latencies, 60))
 
@@ -145,6 +145,49 @@ def test_tabular_found_nothing_and_energy_budget_are_one_line_exit_2(cli, nb201_
     assert "--budget-mj is not accepted" in line
 
 
-def test_every_search_option_has_help(cli):
-    r = CliRunner().invoke(cli, ["search", "--help"])
-    assert r.exit_code == 0 and "Random seed" in r.output
+def _commands(command, path=()):
+    import click
+
+    yield path, command
+    if isinstance(command, click.Group):
+        for name, sub in command.commands.items():
+            yield from _commands(sub, (*path, name))
+
+
+def test_every_option_of_every_command_has_help(cli):
+    import click
+
+    checked = 0
+    for path, command in _commands(cli):
+        r = CliRunner().invoke(cli, [*path, "--help"])
+        assert r.exit_code == 0, (path, r.output)
+        for option in command.params:
+            if not isinstance(option, click.Option) or option.hidden:
+                continue
+            text = (option.help or "").strip()
+            assert len(text) >= 10, f"hwnas {' '.join(path)} {option.opts[0]} has no help text"
+            assert option.opts[0] in r.output, (path, option.opts[0])  # and --help shows it
+            checked += 1
+    assert {("search",), ("fit",), ("run",), ("measurements", "import")} <= {p for p, _ in _commands(cli)}
+    assert checked > 60  # every command's options, not one string
+
+
+@pytest.mark.parametrize("budget", ["inf", "nan", "0", "-1"])
+def test_a_budget_that_is_not_finite_and_positive_is_one_line_and_stores_nothing(cli, tmp_path, budget):
+    for flag in ("--budget-ms", "--budget-mj"):
+        line = one_error_line(invoke(cli, f"{flag}={budget}", "--space", SPEC, "--run-dir", tmp_path))
+        assert "give a finite positive number" in line
+    line = one_error_line(invoke(cli, "--tabular", "--latency-csv", tmp_path / "l.csv", "--latency-column", "x",
+                                 "--accuracy-csv", tmp_path / "a.csv", f"--budget-ms={budget}"))
+    assert "give a finite positive number" in line
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_search_with_nothing_profiled_leaves_no_store_behind(cli, tmp_path):
+    run_dir = tmp_path / "empty"
+    line = one_error_line(invoke(cli, "--budget-ms", 1, "--space", SPEC, "--limit", 50, "--run-dir", run_dir))
+    assert "hwnas profile" in line
+    assert not (run_dir / "measurements.db").exists() and not (tmp_path / "other.db").exists()
+    line = one_error_line(invoke(cli, "--budget-ms", 1, "--space", SPEC, "--limit", 50, "--run-dir", run_dir,
+                                 "--store", tmp_path / "other.db"))
+    assert "hwnas profile" in line and not (tmp_path / "other.db").exists()

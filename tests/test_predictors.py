@@ -16,13 +16,13 @@ from hwnas.predictors import (
     fit_from_store,
     get_predictor,
     load_predictor,
-    lookup_from_profiling,
     pretrain_transfer,
     regression_metrics,
     select_active,
 )
 from hwnas.predictors.encodings import cost_block_width
 from hwnas.predictors.trees import GradientBoostingPredictor, RandomForestPredictor
+from hwnas.profilers import lookup_from_profiling
 from hwnas.spaces import get_space
 
 torch.set_num_threads(1)

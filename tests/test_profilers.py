@@ -84,17 +84,15 @@ def test_samplers_are_deterministic_and_distinct(space):
 def test_profile_space_resumes_without_duplicates(tmp_path, space):
     store = Store(tmp_path / "s.db")
     backend = get_backend("onnxruntime-cpu")
-    first = profile_space(space, backend, store, 4, seed=7, input_shape=(3, 16, 16), protocol=FAST, progress=False)
+    first = profile_space(space, backend, store, 4, seed=7, input_shape=(3, 16, 16), protocol=FAST)
     assert first.measured_now == 4
-    again = profile_space(space, backend, store, 6, seed=7, input_shape=(3, 16, 16), protocol=FAST, progress=False)
+    again = profile_space(space, backend, store, 6, seed=7, input_shape=(3, 16, 16), protocol=FAST)
     # a larger request with the same seed extends the stored list: only the 2 new ones are measured
     assert again.measured_now == 2 and again.already_stored == 4 and again.total_in_store == 6
-    rerun = profile_space(space, backend, store, 6, seed=7, input_shape=(3, 16, 16), protocol=FAST, progress=False)
+    rerun = profile_space(space, backend, store, 6, seed=7, input_shape=(3, 16, 16), protocol=FAST)
     assert rerun.measured_now == 0
     # stored architectures count whatever strategy or seed chose them: --samples is the total wanted in the store
-    flops = profile_space(space, backend, store, 8, "flops", seed=3, input_shape=(3, 16, 16), protocol=FAST,
-                          progress=False)
+    flops = profile_space(space, backend, store, 8, "flops", seed=3, input_shape=(3, 16, 16), protocol=FAST)
     assert flops.measured_now == 2 and flops.total_in_store == 8
-    fewer = profile_space(space, backend, store, 5, "uniform", seed=99, input_shape=(3, 16, 16), protocol=FAST,
-                          progress=False)
+    fewer = profile_space(space, backend, store, 5, "uniform", seed=99, input_shape=(3, 16, 16), protocol=FAST)
     assert fewer.measured_now == 0 and fewer.total_in_store == 8

@@ -186,14 +186,13 @@ def test_every_strategy_steps_on_a_ragged_supernet(name, space, digits):
 
 
 def test_a_budgeted_differentiable_search_on_a_ragged_space(space, digits):
-    from hwnas.search import search_under_budget
+    from hwnas.search import BudgetSearchOptions, search_under_budget
 
     archs = all_archs(space)
     mlp = get_predictor("mlp", space=space, epochs=80).fit(space.encode_many(archs), synthetic_cost(archs))
     budget = float(np.percentile(synthetic_cost(archs), 30))
-    # h2 turns the keywords into options=BudgetSearchOptions(...): a one-line change here
-    r = search_under_budget(space, digits, {"latency_ms": mlp}, {"latency_ms": budget}, strategy="darts", epochs=3,
-                            seed=0, progress=False, batch_size=32)
+    r = search_under_budget(space, digits, {"latency_ms": mlp}, {"latency_ms": budget},
+                            BudgetSearchOptions(strategy="darts", epochs=3, seed=0, batch_size=32))
     assert r.arch.space == "toy-ragged" and all(0 <= c < n for c, n in zip(r.arch.choices, COUNTS))
     assert r.predicted["latency_ms"] <= budget and r.measured is None and not r.within_budget
     row = r.history[-1]

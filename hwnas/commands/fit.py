@@ -15,8 +15,12 @@ from hwnas.commands.common import (
     store_option,
     table,
 )
-from hwnas.errors import HwnasError
+from hwnas.errors import HwnasError, quote
 from hwnas.measurement import TARGET_ALIASES, check_target
+
+
+def _figure(value, spec: str) -> str:
+    return "-" if value is None else format(value, spec)  # an undefined metric is saved as None
 
 
 def _metrics_rows(metrics: dict) -> list[list]:
@@ -25,8 +29,8 @@ def _metrics_rows(metrics: dict) -> list[list]:
     return [
         ["held-out rows", metrics.get("n")],
         ["MAPE %", metrics.get("mape")],
-        ["within ±5% / ±10%", f"{metrics.get('within_5', float('nan')):.1%} / {metrics.get('within_10', float('nan')):.1%}"],
-        ["Spearman / Kendall", f"{metrics.get('spearman', float('nan')):.4f} / {metrics.get('kendall', float('nan')):.4f}"],
+        ["within ±5% / ±10%", f"{_figure(metrics.get('within_5'), '.1%')} / {_figure(metrics.get('within_10'), '.1%')}"],
+        ["Spearman / Kendall", f"{_figure(metrics.get('spearman'), '.4f')} / {_figure(metrics.get('kendall'), '.4f')}"],
         ["RMSE", metrics.get("rmse")],
         ["rows below the near-zero floor", f"{metrics.get('n_excluded')} (floor {metrics.get('floor', 0):.4g})"],
     ]
@@ -41,7 +45,8 @@ def _metrics_rows(metrics: dict) -> list[list]:
               "Default: the device's only one for this space, input shape and batch.")
 @click.option("--input-shape", default=None, metavar="CxHxW",
               help="Input shape measured. Default: the one the store holds for --space, else the space's own.")
-@click.option("--batch", default=1, show_default=True, type=click.IntRange(min=1), help="Batch size measured.")
+@click.option("--batch", default=None, type=click.IntRange(min=1),
+              help="Batch size measured. Default: the one the store holds for --space, else 1.")
 @click.option("--target", default="latency", show_default=True,
               help="From the store: latency or energy. With --from-csv: the CSV column to fit (e.g. pixel3).")
 @click.option("--predictor", "predictor_name", default="mlp", show_default=True,
@@ -73,27 +78,17 @@ def fit(space, device, backend, input_shape, batch, target, predictor_name, enco
     NAS-Bench-201's latency_ms.csv. Metrics are reported on a held-out share first (MAPE, within ±5%/±10%,
     Spearman, Kendall; rows below 5% of the median measurement are left out of the relative ones).
     """
-    from hwnas.predictors.api import fit_from_csv, fit_from_store, save_predictor
+    from hwnas.predictors.api import fit_from_csv, fit_from_store, pick_shape, save_predictor
     from hwnas.spaces import get_space
 
     s = get_space(space)
-    shape = s.check_input_shape(parse_shape(input_shape) if input_shape else s.default_input_shape)
     if csv_path:
+        shape = s.check_input_shape(parse_shape(input_shape) if input_shape else s.default_input_shape)
         predictor, metrics = fit_from_csv(csv_path, arch_column, target, s, predictor_name, encoding, holdout, seed,
                                           input_shape=shape)
     else:
-        if target not in TARGET_ALIASES:
-            raise HwnasError(f"unknown target {target[:200]!r} for store measurements; accepted: latency, energy "
-                             "(a CSV column name needs --from-csv)")
-        target = check_target(target)
-        if store_url is None and not (Path(run_dir) / "measurements.db").is_file():
-            raise HwnasError(f"no measurements in {run_dir} (no measurements.db): run `hwnas profile` or "
-                             "`hwnas measurements import` first, or name a store with --store, or fit --from-csv")
-        store = open_store(store_url, run_dir, must_exist=True)
-        if not input_shape:  # the one input shape this space was measured with, when there is only one
-            measured = {(tuple(m.input_shape), m.batch) for m in store.measurements(space=s.spec)}
-            if len(measured) == 1:
-                shape, batch = measured.pop()
+        target, store = _store_for_fit(target, store_url, run_dir)
+        shape, batch = pick_shape(store, s, input_shape, batch)
         predictor, metrics = fit_from_store(store, s, device, backend, shape, batch, target, predictor_name, encoding,
                                             holdout, seed)
     path = Path(out) if out else Path(run_dir) / f"predictor-{target}.npz"
@@ -107,6 +102,16 @@ def fit(space, device, backend, input_shape, batch, target, predictor_name, enco
     results.print(table(f"{predictor.name} predictor of {meta.get('target')} on {meta.get('device_name')}", ["", ""], [
         ["space", meta.get("space")], ["encoding", predictor.encoding], ["training rows", meta.get("training_size")],
         *_metrics_rows(metrics), ["predictor file", written["predictor"]], ["plot", written.get("plot", "")]]))
+
+
+def _store_for_fit(target: str, store_url, run_dir):
+    if target not in TARGET_ALIASES:
+        raise HwnasError(f"unknown target {quote(target)} for store measurements; accepted: latency, energy "
+                         "(a CSV column name needs --from-csv)")
+    if store_url is None and not (Path(run_dir) / "measurements.db").is_file():
+        raise HwnasError(f"no measurements in {run_dir} (no measurements.db): run `hwnas profile` or "
+                         "`hwnas measurements import` first, or name a store with --store, or fit --from-csv")
+    return check_target(target), open_store(store_url, run_dir, must_exist=True)
 
 
 @click.command()

@@ -10,6 +10,7 @@ from hwnas.commands.common import (
     json_option,
     open_store,
     parse_shape,
+    reporter,
     results,
     run_dir_option,
     store_option,
@@ -19,12 +20,12 @@ from hwnas.profilers import (
     BACKENDS,
     ENERGY_METERS,
     PROTOCOL_NAMES,
+    SAMPLERS,
     TimingProtocol,
     available_backends,
     get_backend,
     profile_space,
 )
-from hwnas.profilers.profile import STRATEGIES
 from hwnas.spaces import get_space
 
 
@@ -72,8 +73,9 @@ def backend_options(f):
 @backend_options
 @click.option("--samples", default=50, show_default=True, type=click.IntRange(min=1),
               help="How many distinct architectures to have measured (already stored ones count).")
-@click.option("--strategy", default="uniform", show_default=True, type=click.Choice(STRATEGIES),
-              help="uniform: at random; flops: spread over FLOPs quantiles; active: where a predictor ensemble is least sure.")
+@click.option("--strategy", default="uniform", show_default=True, type=click.Choice(SAMPLERS.names()),
+              help="Registered sampler. uniform: at random; flops: spread over FLOPs quantiles; active: where a "
+              "predictor ensemble is least sure.")
 @click.option("--seed", default=0, show_default=True, help="Sampling seed; the same seed resumes the same list.")
 @click.option("--arch", "archs", multiple=True, metavar="ARCH",
               help="Measure these architectures (canonical strings or indices, repeatable) instead of sampling.")
@@ -94,7 +96,7 @@ def profile(space, input_shape, batch, backend_name, threads, samples, strategy,
     backend = get_backend(backend_name, threads=threads)
     store = open_store(store_url, run_dir)
     summary = profile_space(s, backend, store, len(chosen) or samples, strategy, seed, shape, batch,
-                            TimingProtocol.named(protocol), progress=not as_json, archs=chosen or None)
+                            TimingProtocol.named(protocol), archs=chosen or None, reporter=reporter(as_json))
     if as_json:
         emit_json(summary.to_dict())
         return

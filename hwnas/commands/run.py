@@ -3,16 +3,12 @@ from __future__ import annotations
 
 import click
 
-from hwnas.commands.common import emit_json, json_option, results, run_dir_option, store_option, table
-from hwnas.pipeline import DEFAULT_SPACE, run_pipeline
-from hwnas.predictors import PREDICTORS
+from hwnas.commands.common import emit_json, json_option, reporter, results, run_dir_option, store_option, table
+from hwnas.pipeline import PipelineOptions, run_pipeline
 from hwnas.profilers import BACKENDS
+from hwnas.search.api import DEFAULT_SPACE, cost_predictor_names
 from hwnas.search.cost import MODES
 from hwnas.search.strategy import STRATEGIES
-
-# What the search's cost term accepts: differentiable on one-hot codes, or an additive per-operation table.
-SEARCH_COST_PREDICTORS = [n for n in PREDICTORS.names() if PREDICTORS.get(n).default_encoding == "onehot"
-                          and (PREDICTORS.get(n).differentiable or PREDICTORS.get(n).additive)]
 
 
 @click.command()
@@ -26,14 +22,14 @@ SEARCH_COST_PREDICTORS = [n for n in PREDICTORS.names() if PREDICTORS.get(n).def
               help="Fixed intra-op thread count for measuring (part of the device's identity).")
 @click.option("--samples", default=100, show_default=True, type=click.IntRange(min=5),
               help="Architectures to profile (stored ones are reused).")
-@click.option("--budget-ms", type=click.FloatRange(min=0, min_open=True), default=None,
+@click.option("--budget-ms", type=float, default=None,
               help="Latency budget in ms. Default: the --budget-percentile of the profiled latencies.")
 @click.option("--budget-percentile", default=40.0, show_default=True, type=click.FloatRange(1, 99),
               help="Without --budget-ms: the budget is this percentile of the profiled latencies.")
-@click.option("--budget-mj", type=click.FloatRange(min=0, min_open=True), default=None,
+@click.option("--budget-mj", type=float, default=None,
               help="Energy budget in mJ per inference, met together with the latency budget.")
 @click.option("--predictor", default="lookup", show_default=True,
-              type=click.Choice(SEARCH_COST_PREDICTORS),
+              type=click.Choice(cost_predictor_names()),
               help="Latency predictor used as the search's cost term: a differentiable one on one-hot codes (mlp) "
                    "or the additive per-operation table (lookup).")
 @click.option("--strategy", default="darts", show_default=True, type=click.Choice(STRATEGIES.names()),
@@ -52,19 +48,18 @@ def run(space, dataset, backend, threads, samples, budget_ms, budget_percentile,
         budget_mode, search_epochs, retrain_epochs, seed, run_dir, store_url, as_json):
     """Profile this device, fit a latency predictor, search under the budget, retrain, export to ONNX and
     measure the exported model against the budget. Rerunning reuses stored measurements."""
-    r = run_pipeline(run_dir=run_dir, store_url=store_url, space=space, dataset=dataset, backend=backend,
-                     threads=threads, samples=samples, budget_ms=budget_ms, budget_percentile=budget_percentile,
-                     budget_mj=budget_mj, predictor=predictor, strategy=strategy, budget_mode=budget_mode,
-                     search_epochs=search_epochs, retrain_epochs=retrain_epochs, seed=seed, progress=not as_json)
+    options = PipelineOptions(run_dir=run_dir, store_url=store_url, space=space, dataset=dataset, backend=backend,
+                              threads=threads, samples=samples, budget_ms=budget_ms, budget_percentile=budget_percentile,
+                              budget_mj=budget_mj, predictor=predictor, strategy=strategy, budget_mode=budget_mode,
+                              search_epochs=search_epochs, retrain_epochs=retrain_epochs, seed=seed)
+    r = run_pipeline(options, reporter(quiet=as_json))
     if as_json:
         emit_json(r)
         return
-    h = r["predictor_holdout"]
     rows = [
         ["device", f"{r['device']} [{r['device_id']}], {r['backend']}"],
         ["architectures profiled", r["architectures_profiled"]],
-        ["predictor held-out error", (f"MAPE {h['mape']:.1f}%, within ±10% {100 * h['within_10']:.0f}%, "
-                                     f"Spearman {h['spearman']:.3f} (n={h['n']})")],
+        ["predictor held-out error", _holdout(r["predictor_holdout"])],
     ]
     for target, budget in r["budgets"].items():
         unit = "ms" if target == "latency_ms" else "mJ"
@@ -80,3 +75,14 @@ def run(space, dataset, backend, threads, samples, budget_ms, budget_percentile,
         ["seconds", f"{r['seconds']} ({', '.join(f'{k} {v}' for k, v in r['stage_seconds'].items())})"],
     ]
     results.print(table("hwnas run", ["result", "value"], rows))
+
+
+def _holdout(h: dict) -> str:
+    if not h:
+        return "none (too few rows for a held-out share)"
+
+    def figure(key: str, spec: str, scale: float = 1.0) -> str:
+        return "-" if h.get(key) is None else format(scale * h[key], spec)
+
+    return (f"MAPE {figure('mape', '.1f')}%, within ±10% {figure('within_10', '.0f', 100)}%, "
+            f"Spearman {figure('spearman', '.3f')} (n={h.get('n')})")

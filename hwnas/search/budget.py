@@ -4,7 +4,7 @@ architecture meets every budget. Nothing is reported within budget unless it was
 """
 from __future__ import annotations
 
-import copy
+import math
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -13,9 +13,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from hwnas.errors import HwnasError
+from hwnas.errors import HwnasError, quote
 from hwnas.measurement import TARGETS
-from hwnas.search.cost import HardwareCost
+from hwnas.predictors.api import refit_predictor
+from hwnas.predictors.encodings import encode_archs
+from hwnas.reporting import Reporter, reporter_or_null
+from hwnas.search.cost import FORMS, MODES, HardwareCost
 from hwnas.search.discretise import derive_within_budget, predicted
 from hwnas.search.strategy import get_strategy, run_search
 from hwnas.spaces.base import Arch
@@ -52,63 +55,127 @@ class SearchResult:
         return d
 
 
-def search_under_budget(space, dataset, predictors: dict[str, Any], budgets: dict[str, float], strategy: str = "darts",
-                        epochs: int = 20, backend=None, store=None, input_shape=None, batch: int = 1, seed: int = 0,
-                        progress: bool = True, out_dir: str | Path | None = None, cost_form: str = "dual",
-                        batch_size: int = 64, weight_lr: float = 0.05, arch_lr: float = 0.05,
-                        multiplier_lr: float = 0.05, max_repairs: int = 5, protocol=None,
-                        strategy_options: dict[str, Any] | None = None, budget_mode: str = "target") -> SearchResult:
-    """Search `space` on `dataset` for the most accurate architecture within `budgets` ({"latency_ms": 1.2,
-    "energy_mj": 0.5}), with one differentiable predictor per budgeted target.
+@dataclass
+class BudgetSearchOptions:
+    """How `search_under_budget` searches: the strategy and its schedule, the cost term, the repair loop.
 
-    With a `backend` (hwnas.profilers) the discretised architecture is measured (and stored in `store`); if it
-    is over any budget the measurement joins the predictor's data, the predictor is refitted (or, without
-    enough data, rescaled) and discretisation runs again excluding what was measured over, up to
-    `max_repairs` times. Without a backend `measured` is None and `within_budget` is False.
-    `budget_mode` "target" lands the search at the budget, "cap" only keeps it under (see hwnas.search.cost).
-    """
+    strategy: a registered strategy (hwnas.search.STRATEGIES); epochs: search epochs; batch: the batch size the
+    device measures (the store key), batch_size: the training minibatch; cost_form / budget_mode /
+    multiplier_lr: the cost term (hwnas.search.cost); max_repairs: measure-refit-repair rounds after the search;
+    protocol: the TimingProtocol of those measurements (default: TimingProtocol()); strategy_options: extra
+    keyword arguments of the strategy."""
+
+    strategy: str = "darts"
+    epochs: int = 20
+    seed: int = 0
+    batch: int = 1
+    batch_size: int = 64
+    weight_lr: float = 0.05
+    arch_lr: float = 0.05
+    multiplier_lr: float = 0.05
+    cost_form: str = "dual"
+    budget_mode: str = "target"
+    max_repairs: int = 5
+    protocol: Any = None
+    strategy_options: dict[str, Any] = field(default_factory=dict)
+
+    def check(self) -> None:
+        """One-line HwnasError for a value no search can run with, before any work."""
+        whole = {"epochs": (self.epochs, 1), "batch": (self.batch, 1), "batch_size": (self.batch_size, 1),
+                 "max_repairs": (self.max_repairs, 0)}
+        for name, (value, least) in whole.items():
+            if isinstance(value, bool) or not isinstance(value, int) or value < least:
+                raise HwnasError(f"{name} {quote(value)} is not accepted; give a whole number >= {least}")
+        for name in ("weight_lr", "arch_lr", "multiplier_lr"):
+            value = getattr(self, name)
+            if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+                raise HwnasError(f"{name} {quote(value)} is not accepted; give a finite positive number")
+        for name, value, accepted in (("cost form", self.cost_form, FORMS), ("budget mode", self.budget_mode, MODES)):
+            if value not in accepted:
+                raise HwnasError(f"unknown {name} {quote(value)}; accepted: {', '.join(accepted)}")
+        get_strategy(self.strategy)  # an unknown one names the known ones
+
+
+def check_budgets(budgets: dict[str, float], predictors: dict[str, Any]) -> None:
+    """Raise HwnasError unless every budget is a known target with a finite positive value and a predictor."""
     unknown = set(budgets) - set(TARGETS)
     if unknown:
         raise HwnasError(f"unknown budget target(s) {', '.join(sorted(unknown))}; accepted: {', '.join(TARGETS)}")
     if not budgets:
         raise HwnasError("give at least one budget (latency_ms or energy_mj)")
+    for target, value in budgets.items():
+        if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+            raise HwnasError(f"the {target} budget {quote(value)} is not accepted; give a finite positive number")
     missing = [t for t in budgets if t not in predictors]
     if missing:
         raise HwnasError(f"no predictor for the {', '.join(missing)} budget; fit one with "
                          f"`hwnas fit --target {missing[0].split('_')[0]}`")
+
+
+def epoch_line(strategy: str, row: dict[str, Any], epochs: int, costs: list[HardwareCost] | None = None) -> str:
+    """One readable line per search epoch: per budgeted target the relaxed expected cost (of the mixture), the
+    derived architecture's predicted cost and its share of the budget, and the multiplier with the cost it follows
+    and what it does (a positive multiplier pushes the cost down; under budget a separate pull lifts it towards the
+    budget, since budget left unused is accuracy left on the table)."""
+    parts = []
+    for t, relaxed in row["cost"].items():
+        budget, multiplier = row["budget"][t], row["multiplier"][t]
+        tracks = row.get("tracks")
+        tracks = tracks.get(t) if isinstance(tracks, dict) else tracks
+        if tracks is None:
+            tracks = next((getattr(c, "track", None) for c in costs or () if c.target == t), None)
+        derived = row.get("derived_cost", {}).get(t)
+        derived_text = "-" if derived is None else f"{derived:.4g} ({derived / budget:.0%} of budget {budget:.4g})"
+        pull = (row.get("pull") or {}).get(t) or 0.0  # the separate term that uses slack left under the budget
+        action = "pushes down" if multiplier > 0 else f"pulls up {pull:.3f}" if pull > 0 else "idle"
+        follows = f"on {tracks} cost, " if tracks else ""
+        parts.append(f"{t}: relaxed {relaxed:.4g}, derived {derived_text}, λ {multiplier:.3f} ({follows}{action})")
+    return (f"{strategy}: epoch {row['epoch']:>3}/{epochs}  loss {row['loss']:.3f}  acc {row['accuracy']:.3f}  "
+            + "; ".join(parts))
+
+
+def search_under_budget(space, dataset, predictors: dict[str, Any], budgets: dict[str, float],
+                        options: BudgetSearchOptions | None = None, *, backend=None, store=None, input_shape=None,
+                        out_dir: str | Path | None = None, reporter: Reporter | None = None) -> SearchResult:
+    """Search `space` on `dataset` for the most accurate architecture within `budgets` ({"latency_ms": 1.2,
+    "energy_mj": 0.5}), with one differentiable predictor per budgeted target; `options` (BudgetSearchOptions)
+    says how.
+
+    With a `backend` (hwnas.profilers) the discretised architecture is measured (and stored in `store`); if it
+    is over any budget the measurement joins the predictor's data, the predictor is refitted (or, without
+    enough data, rescaled) and discretisation runs again excluding what was measured over, up to
+    `options.max_repairs` times. Without a backend `measured` is None and `within_budget` is False.
+    `budget_mode` "target" lands the search at the budget, "cap" only keeps it under (see hwnas.search.cost).
+    Each epoch's figures (`epoch_line`) and each measurement go to `reporter` (default: silent).
+    """
+    o = options or BudgetSearchOptions()
+    o.check()
+    report = reporter_or_null(reporter)
+    check_budgets(budgets, predictors)
     shape = tuple(input_shape or dataset.input_shape)
     space.check_input_shape(shape)
     if tuple(dataset.input_shape) != shape:
         raise HwnasError(f"the dataset's input shape {dataset.input_shape} differs from the search's {shape}")
-    torch.manual_seed(seed)
+    torch.manual_seed(o.seed)
     started = time.perf_counter()
-    costs = [HardwareCost(space, t, b, predictor=predictors[t], form=cost_form, multiplier_lr=multiplier_lr,
-                          mode=budget_mode)
+    costs = [HardwareCost(space, t, b, predictor=predictors[t], form=o.cost_form, multiplier_lr=o.multiplier_lr,
+                          mode=o.budget_mode)
              for t, b in budgets.items()]
     check_budget_reachable(space, costs)  # before any training
     supernet = space.supernet(shape)
-    strat = get_strategy(strategy)(space, supernet, costs, weight_lr=weight_lr, arch_lr=arch_lr, seed=seed,
-                                   **(strategy_options or {}))
-
-    def show(row: dict[str, Any]) -> None:
-        if progress:
-            from hwnas.commands.common import console
-
-            parts = "  ".join(f"{t}: relaxed {row['cost'][t]:.4g}, derived {row['derived_cost'][t]:.4g}, budget "
-                              f"{row['budget'][t]:g}; λ {row['multiplier'][t]:.3f} (follows {row['tracks'][t]})"
-                              + (f", pull {row['pull'][t]:.3f}" if row['pull'][t] else "") for t in row["cost"])
-            console.print(f"{strategy}: epoch {row['epoch']:>3}/{epochs}  loss {row['loss']:.3f}  "
-                          f"acc {row['accuracy']:.3f}  {parts}", soft_wrap=True)
-
-    history = run_search(strat, dataset, epochs, batch_size, on_epoch=show)
+    strat = get_strategy(o.strategy)(space, supernet, costs, weight_lr=o.weight_lr, arch_lr=o.arch_lr, seed=o.seed,
+                                     **(o.strategy_options or {}))
+    history = run_search(strat, dataset, o.epochs, o.batch_size,
+                         on_epoch=lambda row: report.message(epoch_line(o.strategy, row, o.epochs, costs)))
     recent = list(strat.recent_archs)
     result = discretise_and_verify(space, strat.alpha, costs, backend=backend, store=store, input_shape=shape,
-                                   batch=batch, max_repairs=max_repairs, protocol=protocol, progress=progress,
-                                   recent=recent)
-    result.strategy, result.history = strategy, history
+                                   batch=o.batch, max_repairs=o.max_repairs, protocol=o.protocol, recent=recent,
+                                   reporter=report)
+    result.strategy, result.history = o.strategy, history
     result.search_seconds = round(time.perf_counter() - started, 2)
     if out_dir is not None and history:
-        result.plot = str(save_search_plot(history, Path(out_dir) / "search_cost.png", title=f"{strategy} on {dataset.name}"))
+        result.plot = str(save_search_plot(history, Path(out_dir) / "search_cost.png",
+                                           title=f"{o.strategy} on {dataset.name}"))
     return result
 
 
@@ -132,9 +199,10 @@ def check_budget_reachable(space, costs: list[HardwareCost], max_size: int = 200
 
 def discretise_and_verify(space, alpha: torch.Tensor, costs: list[HardwareCost], backend=None, store=None,
                           input_shape=None, batch: int = 1, max_repairs: int = 5, protocol=None,
-                          progress: bool = False, recent=()) -> SearchResult:
+                          recent=(), reporter: Reporter | None = None) -> SearchResult:
     """Budget-respecting discretisation, then measure -> (over budget: store, refit, repair) until a measured
     architecture is within every budget or `max_repairs` repairs are spent."""
+    report = reporter_or_null(reporter)
     shape = tuple(input_shape or space.default_input_shape)
     budgets = {c.target: c.budget for c in costs}
     over: set[Arch] = set()
@@ -160,13 +228,7 @@ def discretise_and_verify(space, alpha: torch.Tensor, costs: list[HardwareCost],
         ok = all(measured.get(t) is not None and measured[t] <= b for t, b in budgets.items())
         attempts.append({"arch": space.to_string(arch), "predicted": pred, "measured": measured, "within_budget": ok,
                          "moves": len(moves) - 1})
-        if progress:
-            from hwnas.commands.common import console
-
-            verdict = "within budget" if ok else "OVER budget: store, refit and repair"
-            figures = ", ".join(f"{t} {'-' if measured.get(t) is None else f'{measured[t]:.4g}'} (predicted {pred[t]:.4g}, "
-                                f"budget {b:g})" for t, b in budgets.items())
-            console.print(f"measured {space.to_string(arch)}: {figures} -> {verdict}", markup=False, soft_wrap=True)
+        report.message(_measured_line(space.to_string(arch), measured, pred, budgets, ok))
         if ok:
             return SearchResult(arch, space.to_string(arch), space.spec, "", budgets, pred, measured, True, [], used, attempts)
         over.add(arch)
@@ -176,6 +238,14 @@ def discretise_and_verify(space, alpha: torch.Tensor, costs: list[HardwareCost],
         refit_costs(space, costs, extra, backend=backend, store=store, input_shape=shape, batch=batch)
     return SearchResult(arch, space.to_string(arch), space.spec, "", budgets, predicted(costs, arch), attempts[-1]["measured"],
                         False, [], used, attempts, note=f"no measured architecture met the budget after {max_repairs} repairs")
+
+
+def _measured_line(arch: str, measured: dict[str, float | None], pred: dict[str, float], budgets: dict[str, float],
+                   ok: bool) -> str:
+    verdict = "within budget" if ok else "OVER budget: store, refit and repair"
+    figures = ", ".join(f"{t} {'-' if measured.get(t) is None else f'{measured[t]:.4g}'} (predicted {pred[t]:.4g}, "
+                        f"budget {b:g})" for t, b in budgets.items())
+    return f"measured {arch}: {figures} -> {verdict}"
 
 
 def _measure(space, arch, backend, store, shape, batch, protocol) -> tuple[dict[str, float | None], bool]:
@@ -205,12 +275,8 @@ def refit_costs(space, costs: list[HardwareCost], extra: dict[str, list[tuple[Ar
         data.update(dict(extra.get(c.target, [])))
         rows[c.target] = len(data)
         if len(data) >= min_rows and c.predictor is not None:  # a bare table (no predictor) can only be rescaled
-            old = c.predictor
-            # a copy keeps what fitting does not redo: the encoding and, for 'transfer', the pretrained body
-            fresh = copy.deepcopy(old)
-            fresh.fit(space.encode_many(list(data)), np.array(list(data.values())))
-            fresh.metadata = {**old.metadata, "refitted_on": len(data)}
-            c.set_predictor(fresh)
+            X = encode_archs(space, list(data), c.predictor.encoding, input_shape)
+            c.set_predictor(refit_predictor(c.predictor, X, np.array(list(data.values()))))
         elif extra.get(c.target):
             archs = [a for a, _ in extra[c.target]]
             ratio = np.array([v for _, v in extra[c.target]]) / c.predict_arch(archs)

@@ -5,6 +5,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from hwnas.reporting import Reporter, reporter_or_null
+
 
 def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 256) -> float:
     model.eval()
@@ -15,10 +17,12 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int
     return correct / max(1, len(y))
 
 
-def train_arch(space, arch, dataset, epochs: int = 30, seed: int = 0, progress: bool = True, batch_size: int = 64,
-               lr: float = 0.05, weight_decay: float = 5e-4) -> tuple[nn.Module, float]:
+def train_arch(space, arch, dataset, epochs: int = 30, seed: int = 0, batch_size: int = 64, lr: float = 0.05,
+               weight_decay: float = 5e-4, reporter: Reporter | None = None) -> tuple[nn.Module, float]:
     """Build `arch` for the dataset's input shape, train it from scratch on train + val with SGD (momentum,
-    cosine schedule) and return (model in eval mode, test accuracy in [0, 1])."""
+    cosine schedule) and return (model in eval mode, test accuracy in [0, 1]). About five epoch lines go to
+    `reporter` (default: silent)."""
+    report = reporter_or_null(reporter)
     torch.manual_seed(seed)
     g = torch.Generator().manual_seed(seed)
     space.check_fits(dataset.input_shape, batch_size, arch, training=True)  # before anything is built
@@ -41,10 +45,8 @@ def train_arch(space, arch, dataset, epochs: int = 30, seed: int = 0, progress: 
             opt.step()
             sched.step()
             total += float(loss.detach())
-        if progress and (epoch + 1 == epochs or (epoch + 1) % max(1, epochs // 5) == 0):
-            from hwnas.commands.common import console
-
-            console.print(f"retrain: epoch {epoch + 1:>3}/{epochs}  loss {total / steps_per_epoch:.3f}")
+        if epoch + 1 == epochs or (epoch + 1) % max(1, epochs // 5) == 0:
+            report.message(f"retrain: epoch {epoch + 1:>3}/{epochs}  loss {total / steps_per_epoch:.3f}")
     accuracy = evaluate(model, dataset.x_test, dataset.y_test)
     model.eval()
     return model, accuracy
