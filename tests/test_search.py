@@ -438,14 +438,15 @@ def test_search_with_a_transfer_predictor_that_needs_repair_finishes(space, digi
 
 def test_epoch_line_shows_relaxed_and_derived_cost_budget_and_what_the_multiplier_follows(space):
     row = {"epoch": 3, "loss": 1.25, "accuracy": 0.5, "cost": {"latency_ms": 0.1137},
-           "derived_cost": {"latency_ms": 0.0918}, "budget": {"latency_ms": 0.1}, "multiplier": {"latency_ms": -0.873}}
-    cost = HardwareCost(space, "latency_ms", 0.1, table=additive_table(space))
-    line = epoch_line("darts", row, 15, [cost])
+           "derived_cost": {"latency_ms": 0.0918}, "budget": {"latency_ms": 0.1}, "multiplier": {"latency_ms": 0.0},
+           "pull": {"latency_ms": 0.873}}
+    cost = HardwareCost(space, "latency_ms", 0.1, table=additive_table(space), track="derived")
+    line = epoch_line("darts", row, 15, [cost])  # a row without "tracks": the cost says what it follows
     assert line.startswith("darts: epoch   3/15  loss 1.250  acc 0.500")
-    assert "relaxed 0.1137, derived 0.0918 (92% of budget 0.1), λ -0.873 (on derived cost, pulls up)" in line
+    assert "relaxed 0.1137, derived 0.0918 (92% of budget 0.1), λ 0.000 (on derived cost, pulls up 0.873)" in line
     row["tracks"] = {"latency_ms": "relaxed"}  # a history that records what the multiplier tracks is believed
-    row["multiplier"] = {"latency_ms": 0.5}
-    assert "λ +0.500 (on relaxed cost, pushes down)" in epoch_line("darts", row, 15, [cost])
+    row["multiplier"], row["pull"] = {"latency_ms": 0.5}, {"latency_ms": 0.0}
+    assert "λ 0.500 (on relaxed cost, pushes down)" in epoch_line("darts", row, 15, [cost])
 
 
 @pytest.mark.parametrize("budget", [float("inf"), float("nan"), 0.0, -1.0])
