@@ -16,7 +16,8 @@ import numpy as np
 
 from hwnas.data import load_dataset
 from hwnas.errors import HwnasError, quote
-from hwnas.export import export_bundle
+from hwnas.export import ExportOptions, export_bundle
+from hwnas.export.validate import onnx_backends
 from hwnas.measurement import budgets_from
 from hwnas.predictors import save_predictor
 from hwnas.profilers import get_backend, profile_space
@@ -89,6 +90,10 @@ def run_pipeline(options: PipelineOptions | None = None, reporter: Reporter | No
     s = get_space(o.space, classes=data.num_classes)
     shape = s.check_input_shape(data.input_shape)
     device = get_backend(o.backend, threads=o.threads)
+    if not device.runs_onnx:  # the run ends by timing the exported file: refuse before profiling, not after
+        raise HwnasError(f"hwnas run measures the exported ONNX file on the device, and backend {device.name} cannot "
+                         f"run ONNX files; use one of {', '.join(onnx_backends())}, or run profile/fit/search with "
+                         f"{device.name}")
     run_dir.mkdir(parents=True, exist_ok=True)
     store = open_store(o.store_url, run_dir)
 
@@ -120,9 +125,10 @@ def run_pipeline(options: PipelineOptions | None = None, reporter: Reporter | No
     stages.start("retrain+export", f"4/4 retrain {result.arch_string} for {o.retrain_epochs} epochs, export and check "
                                    f"on {device.name}")
     model, accuracy = train_arch(s, result.arch, data, epochs=o.retrain_epochs, seed=o.seed, reporter=report)
-    manifest = export_bundle(s, result.arch, run_dir / "export", model=model, input_shape=shape,
-                             predicted=result.predicted, accuracy=accuracy, budgets=budgets, backend=device.name,
-                             threads=o.threads, inputs=data.x_test, labels=data.y_test, store=store)
+    options = ExportOptions(input_shape=shape, predicted=result.predicted, accuracy=accuracy, budgets=budgets,
+                            backend=device.name, threads=o.threads)
+    manifest = export_bundle(s, result.arch, run_dir / "export", options, model=model, inputs=data.x_test,
+                             labels=data.y_test, store=store, reporter=report)
     stages.done()
 
     measured = manifest.get("measured") or {}

@@ -31,7 +31,7 @@ class EnsemblePredictor(Predictor):
         out = []
         for i, d in enumerate(self.settings["members"]):
             out.append(build_predictor({"log_target": d.get("log_target", self.log_target),
-                                        "settings": {}, **d, "seed": self.seed * 1000 + i, "encoding": self.encoding}))
+                                        "settings": {}, **d, "seed": (self.seed * 1000 + i) % 2**32, "encoding": self.encoding}))
         return out
 
     def fit(self, X: np.ndarray, y: np.ndarray) -> EnsemblePredictor:

@@ -51,7 +51,8 @@ class OnnxRuntimeCPU(Backend):
     def prepare(self, model: nn.Module, input_shape: Sequence[int], batch: int):
 
         with tempfile.TemporaryDirectory(prefix="hwnas-") as tmp:
-            path = export_onnx(model, input_shape, Path(tmp) / "model.onnx", exporter=self.options.get("exporter", "auto"))
+            path = export_onnx(model, input_shape, Path(tmp) / "model.onnx",
+                               exporter=self.options.get("exporter", "auto")).path
             return self._runner(path, input_shape, batch)  # the session holds the model in memory
 
     def measure_onnx(

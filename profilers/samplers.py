@@ -95,7 +95,7 @@ def active(space: SearchSpace, n: int, rng: np.random.Generator, input_shape: Se
         return []
     k = min(ACTIVE_BATCH, n - len(measured))
     return select_active(space, candidates, list(measured), np.array(list(measured.values())), k,
-                         seed=int(rng.integers(2**31)), input_shape=tuple(input_shape) or None)
+                         seed=int(rng.integers(2**20)), input_shape=tuple(input_shape) or None)
 
 
 def sample_archs(space: SearchSpace, n: int, sampler: str = "uniform", seed: int = 0,

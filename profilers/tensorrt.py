@@ -13,10 +13,10 @@ import numpy as np
 from torch import nn
 
 from hwnas.conversion import export_onnx
-from hwnas.export.tensorrt import DEFAULT_WORKSPACE_MB, TensorRTRunner, build_engine, tensorrt_unavailable
 from hwnas.measurement import Measurement
 from hwnas.profilers.base import Backend, random_input, register_backend
 from hwnas.profilers.energy import best_meter
+from hwnas.profilers.tensorrt_engine import DEFAULT_WORKSPACE_MB, TensorRTRunner, build_engine, tensorrt_unavailable
 from hwnas.profilers.timing import TimingProtocol
 
 #: seconds of back-to-back runs behind one energy figure
@@ -61,7 +61,8 @@ class TensorRTBackend(Backend):
     def _engine_from_model(self, model: nn.Module, input_shape: Sequence[int], batch: int) -> bytes:
 
         with tempfile.TemporaryDirectory(prefix="hwnas-trt-") as tmp:
-            path = export_onnx(model, input_shape, Path(tmp) / "model.onnx", exporter=self.options.get("exporter", "auto"))
+            path = export_onnx(model, input_shape, Path(tmp) / "model.onnx",
+                               exporter=self.options.get("exporter", "auto")).path
             return self.build(path, input_shape, batch)
 
     def _bound_runner(self, engine: bytes | str | Path, input_shape: Sequence[int], batch: int) -> TensorRTRunner:

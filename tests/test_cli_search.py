@@ -146,12 +146,14 @@ def test_tabular_found_nothing_and_energy_budget_are_one_line_exit_2(cli, nb201_
 
 
 def _commands(command, path=()):
+    """Every command and subcommand, through list_commands/get_command (the CLI loads its commands lazily)."""
     import click
 
     yield path, command
     if isinstance(command, click.Group):
-        for name, sub in command.commands.items():
-            yield from _commands(sub, (*path, name))
+        ctx = click.Context(command)
+        for name in command.list_commands(ctx):
+            yield from _commands(command.get_command(ctx, name), (*path, name))
 
 
 def test_every_option_of_every_command_has_help(cli):

@@ -1,7 +1,6 @@
 """`hwnas export` and `hwnas validate`: a deployable bundle, checked against PyTorch and measured on the device."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -12,16 +11,29 @@ from hwnas.commands.common import (
     fmt,
     json_option,
     open_store,
-    parse_shape,
+    reporter,
     results,
     run_dir_option,
     store_option,
     table,
 )
 from hwnas.errors import HwnasError
-from hwnas.export import INT8_MODES, TENSORRT_PRECISIONS, export_bundle, validate_bundle
+from hwnas.export import (
+    EXPORTERS,
+    INT8_MODES,
+    TENSORRT_PRECISIONS,
+    ExportOptions,
+    check_output_dir,
+    export_bundle,
+    load_samples,
+    load_weights_into,
+    read_search_result,
+    sample_shape,
+    validate_bundle,
+)
 from hwnas.measurement import budgets_from
 from hwnas.profilers import BACKENDS, PROTOCOL_NAMES, TimingProtocol
+from hwnas.spaces import get_space
 
 
 def budget_options(f):
@@ -61,6 +73,9 @@ def check_options(f):
 @click.option("--dataset", default=None, metavar="NAME|PATH",
               help="Real samples (digits, synthetic, a CIFAR-10 folder, an .npz with x and y): parity inputs, int8 "
                    "calibration and int8 accuracy change. Default: seeded random inputs only.")
+@click.option("--exporter", default="auto", show_default=True, type=click.Choice(EXPORTERS),
+              help="ONNX exporter: auto (TorchScript, deprecated in recent torch; dynamo where it fails or is gone), "
+                   "torchscript or dynamo. The manifest records the one that ran and its opset.")
 @click.option("--int8", type=click.Choice(INT8_MODES), is_flag=False, flag_value="static", default=None,
               help="Also write model.int8.onnx with ONNX Runtime quantisation: static (calibrated, QDQ; the default "
                    "when --int8 has no value) or dynamic.")
@@ -79,55 +94,33 @@ def check_options(f):
 @run_dir_option
 @store_option
 @json_option
-def export(space, arch, from_search, weights, input_shape, dataset, int8, tensorrt, tensorrt_precision, budget_ms,
+def export(space, arch, from_search, weights, input_shape, dataset, exporter, int8, tensorrt, tensorrt_precision, budget_ms,
            budget_mj, out_dir, backend_name, threads, protocol, rtol, atol, batch, seed, run_dir, store_url, as_json):
     """Export an architecture as a deployable bundle: ONNX (optionally int8 and a TensorRT engine), weights,
-    parity inputs and a manifest with SHA-256 hashes, parity figures, predicted vs measured latency/energy and
-    budget pass/fail on this device.
+    parity inputs and a manifest with SHA-256 hashes, the exporter that ran, parity figures, predicted vs
+    measured latency/energy and budget pass/fail on this device.
 
     Exit status: 0 when parity and every budget pass, 1 when one fails (the bundle is still written, with
     the failure in its manifest), 2 on bad input (nothing written). With --store the measurement of the
     exported model is also kept in the store."""
-    from hwnas.export import check_output_dir
-    from hwnas.spaces import get_space
-
     out_dir = check_output_dir(out_dir or Path(run_dir) / "export")  # before any work
-    result = _search_result(from_search) if from_search else {}
-    space = space or result.get("space") or "nb201"
-    arch = arch if arch is not None else result.get("arch")
-    if arch is None:
+    result = read_search_result(from_search) if from_search else {}
+    s = get_space(space or result.get("space") or "nb201")
+    if arch is None and result.get("arch") is None:
         raise HwnasError("no architecture given; pass --arch ARCH (canonical string or index) or --from-search RESULT.json")
-    s = get_space(space)
-    arch = s.parse(arch)  # canonical string or index (out of range: says the accepted range)
-    data = _load_samples(dataset) if dataset else None
-    if input_shape:
-        shape = s.check_input_shape(parse_shape(input_shape))
-        if data and tuple(data[0].shape[1:]) != shape:
-            raise HwnasError(f"--dataset {dataset} has samples of shape {'x'.join(map(str, data[0].shape[1:]))}, "
-                             f"--input-shape is {input_shape}; drop --input-shape or make them agree")
-    else:
-        shape = s.check_input_shape(data[0].shape[1:] if data else s.default_input_shape)
-    model = None
-    if weights:
-        from hwnas.export import load_weights_into
-
-        model = load_weights_into(s, arch, shape, weights)
-    budgets = dict(result.get("budgets") or {})
-    budgets.update(budgets_from(budget_ms, budget_mj))
-    manifest = export_bundle(
-        s, arch, out_dir, model=model, input_shape=shape,
-        int8=int8 or False, inputs=None if data is None else data[0], labels=None if data is None else data[1],
-        tensorrt=tensorrt, tensorrt_precision=tensorrt_precision, predicted=result.get("predicted"),
-        accuracy=result.get("test_accuracy"), budgets=budgets, backend=backend_name, threads=threads or 1,
-        batch=batch, rtol=1e-3 if rtol is None else rtol, atol=1e-4 if atol is None else atol,
-        protocol=TimingProtocol.named(protocol), seed=seed, store=open_store(store_url, run_dir) if store_url else None)
-    bundle = str(out_dir.resolve())
-    if as_json:
-        emit_json({"bundle": bundle, **manifest})
-    else:
-        results.print(_summary_table(f"Bundle {bundle}", manifest))
-    if not manifest["passed"]:
-        raise SystemExit(1)
+    arch = s.parse(arch if arch is not None else result["arch"])  # canonical string or index
+    data = load_samples(dataset) if dataset else (None, None)
+    shape = sample_shape(s, input_shape, data[0], f"--dataset {dataset}")
+    options = ExportOptions(
+        input_shape=shape, exporter=exporter, int8=int8 or False, tensorrt=tensorrt, tensorrt_precision=tensorrt_precision,
+        predicted=result.get("predicted") or {}, accuracy=result.get("test_accuracy"),
+        budgets={**(result.get("budgets") or {}), **budgets_from(budget_ms, budget_mj)}, backend=backend_name,
+        threads=threads or 1, batch=batch, rtol=1e-3 if rtol is None else rtol, atol=1e-4 if atol is None else atol,
+        protocol=TimingProtocol.named(protocol), seed=seed)
+    manifest = export_bundle(s, arch, out_dir, options, model=load_weights_into(s, arch, shape, weights) if weights else None,
+                             inputs=data[0], labels=data[1], store=open_store(store_url, run_dir) if store_url else None,
+                             reporter=reporter(as_json))
+    _print_report(f"Bundle {out_dir.resolve()}", {"bundle": str(out_dir.resolve()), **manifest}, as_json)
 
 
 @click.command()
@@ -138,59 +131,40 @@ def export(space, arch, from_search, weights, input_shape, dataset, int8, tensor
 @budget_options
 @click.option("--batch", default=1, show_default=True, type=click.IntRange(min=1), help="Batch size measured.")
 @click.option("--no-measure", is_flag=True, help="Check hashes and parity only; do not time the model.")
+@click.option("--allow-missing-weights", is_flag=True,
+              help="Accept a deployed copy without weights.pt: parity then uses the outputs recorded at export.")
 @json_option
-def validate(bundle_dir, backend_name, threads, protocol, rtol, atol, budget_ms, budget_mj, batch, no_measure, as_json):
-    """Re-check a bundle written by `hwnas export`, here and now: file hashes, the ONNX checker, ONNX Runtime
-    against PyTorch (rebuilt from weights.pt, else the outputs recorded at export) on the bundle's parity
-    inputs, and a fresh measurement against the budgets (the bundle's, or --budget-ms/--budget-mj).
+def validate(bundle_dir, backend_name, threads, protocol, rtol, atol, budget_ms, budget_mj, batch, no_measure,
+             allow_missing_weights, as_json):
+    """Re-check a bundle written by `hwnas export`, here and now: file hashes (before any file is parsed), the
+    ONNX checker, ONNX Runtime against PyTorch (rebuilt from weights.pt) on the bundle's parity inputs, and a
+    fresh measurement of the exported file against the budgets (the bundle's, or --budget-ms/--budget-mj).
 
-    Exit status: 0 when everything passes, 1 when a hash, parity or budget check fails, 2 when the bundle
-    cannot be checked at all (missing or corrupt manifest or ONNX file, backend not available here)."""
+    Exit status: 0 when everything passes, 1 when a check fails (a file missing or changed since export, parity,
+    a budget), 2 when the bundle cannot be checked at all (missing or malformed manifest, a manifest naming
+    files outside the bundle, a corrupt ONNX file, bad tolerances, a backend not available here or one that
+    cannot run ONNX files)."""
     budgets = budgets_from(budget_ms, budget_mj) or None
     report = validate_bundle(bundle_dir, backend=backend_name, threads=threads, batch=batch, rtol=rtol, atol=atol,
-                             budgets=budgets, protocol=TimingProtocol.named(protocol), measure=not no_measure)
+                             budgets=budgets, protocol=TimingProtocol.named(protocol), measure=not no_measure,
+                             require_weights=not allow_missing_weights)
+    _print_report(f"Validated {report['bundle']}", report, as_json)
+
+
+def _print_report(title: str, report: dict[str, Any], as_json: bool) -> None:
     if as_json:
         emit_json(report)
     else:
-        results.print(_summary_table(f"Validated {report['bundle']}", report))
+        results.print(_summary_table(title, report))
     if not report["passed"]:
         raise SystemExit(1)
 
 
-def _search_result(path: str) -> dict[str, Any]:
-    p = Path(path)
-    if not p.is_file():
-        raise HwnasError(f"no search result at {path}; give the JSON written by `hwnas search --json`")
-    try:
-        result = json.loads(p.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise HwnasError(f"{path} is not valid JSON ({e}); give the JSON written by `hwnas search --json`") from None
-    if isinstance(result, dict) and isinstance(result.get("result"), dict):
-        result = result["result"]
-    if isinstance(result, dict) and "budgets" not in result and "budget_ms" in result:
-        # `hwnas search --tabular`: its latency and accuracy are the published table's (NAS-Bench-201, trained
-        # weights, the table's device), so carrying them into a bundle measured here would be wrong.
-        raise HwnasError(
-            f"{path} is a tabular (published-table) search result from `hwnas search --tabular`, not a device search "
-            f"result: its {result.get('budget_ms')} ms budget is for device {result.get('device')!r} and its accuracy "
-            f"is the table's for trained weights; to export that architecture anyway pass --arch "
-            + (f"'{result['arch']}' (with --weights and --budget-ms for this device)" if result.get("arch")
-               else "ARCH; this search found no architecture"))
-    if not isinstance(result, dict) or not isinstance(result.get("arch"), str):
-        raise HwnasError(f"{path} has no 'arch' string; give the JSON written by `hwnas search --json`")
-    return result
-
-
-def _load_samples(dataset: str, limit: int = 256):
-    """(inputs, labels) from the dataset's test split, at most `limit` of them."""
-    from hwnas.data import load_dataset
-
-    d = load_dataset(dataset, seed=0)
-    return d.x_test[:limit].numpy(), d.y_test[:limit].numpy()
-
-
 def _summary_table(title: str, r: dict[str, Any]):
     rows: list[list[Any]] = [["architecture", f"{r['arch']} ({r['space']})"]]
+    if r.get("exporter"):
+        note = f"; {r['exporter_note']}" if r.get("exporter_note") else ""
+        rows.append(["ONNX exporter", f"{r['exporter']} (opset {r.get('opset')}){note}"])
     parity = r.get("parity") or {}
     for kind in ("random", "smooth", "real"):
         if kind in parity:

@@ -147,7 +147,8 @@ def search_device(options: SearchOptions, reporter: Reporter | None = None) -> d
     shape = space.check_input_shape(data.input_shape)
     device = get_backend(o.backend, threads=o.threads)
     fits = any(not is_predictor_file(s) for s in specs.values())
-    store = open_store(o.store_url, run_dir, must_exist=fits)  # nothing profiled: refuse, leave no empty store
+    # nothing profiled: refuse and leave no empty store behind; the search itself writes (repairs are measured)
+    store = open_store(o.store_url, run_dir, must_exist=fits, readonly=False)
     predictors = {t: resolve_cost_predictor(specs[t], t, space, shape, device, store, o.seed) for t in budgets}
     search = BudgetSearchOptions(strategy=o.strategy, epochs=o.epochs, seed=o.seed, cost_form=o.cost_form,
                                  budget_mode=o.budget_mode, protocol=protocol)
