@@ -17,6 +17,7 @@ import numpy as np
 from torch import nn
 
 from hwnas.errors import HwnasError
+from hwnas.predictors.encodings import ENCODINGS, encode_archs, encoding_for
 from hwnas.registry import Registry
 from hwnas.versions import CORE_LIBRARIES, library_versions
 
@@ -136,8 +137,6 @@ def load_predictor(path: str | Path) -> Predictor:
         predictor = build_predictor(meta)
         predictor.set_arrays(arrays)
         space, probe = _probe_archs(metadata)
-        from hwnas.predictors.encodings import encode_archs
-
         predictor.check(encode_archs(space, probe, predictor.encoding, metadata.get("input_shape") or None))
     except HwnasError as e:
         raise HwnasError(f"{path}: {e}") from None
@@ -165,7 +164,6 @@ def get_predictor(name: str, encoding: str | None = None, space=None, **settings
     encoding is checked against what the space declares, and a default the space cannot give falls back to the
     predictor's `minimal_encoding` (see hwnas.predictors.encodings.encoding_for)."""
     import hwnas.predictors  # noqa: F401  (registers the built-in predictors)
-    from hwnas.predictors.encodings import ENCODINGS, encoding_for
 
     predictor = PREDICTORS.get(name)(**settings)
     if encoding is not None:

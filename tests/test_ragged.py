@@ -13,7 +13,7 @@ from click.testing import CliRunner
 from ragged_space import RaggedToySpace
 
 from hwnas.errors import HwnasError
-from hwnas.predictors import PREDICTORS, get_predictor
+from hwnas.predictors import PREDICTORS, get_predictor, load_predictor
 from hwnas.predictors.api import fit_predictor
 from hwnas.predictors.encodings import ENCODINGS, encode_archs, encoding_needs
 from hwnas.search.cost import HardwareCost, op_table_from_measurements, total_loss
@@ -220,3 +220,6 @@ def test_hwnas_fit_from_csv_on_a_ragged_space(name, space, tmp_path):
     report = json.loads(r.output[r.output.index("{"):])
     assert report["encoding"] in ("onehot", "graph")
     assert report["encoding"] == get_predictor(name, space=space).encoding
+    loaded = load_predictor(out)  # the file names its space; loading re-encodes two of its architectures
+    assert loaded.encoding == report["encoding"] and loaded.metadata["space"] == space.spec
+    assert np.all(np.isfinite(loaded.predict(encode_archs(space, archs[:4], loaded.encoding))))

@@ -25,6 +25,7 @@ def train_arch(space, arch, dataset, epochs: int = 30, seed: int = 0, batch_size
     report = reporter_or_null(reporter)
     torch.manual_seed(seed)
     g = torch.Generator().manual_seed(seed)
+    space.check_fits(dataset.input_shape, batch_size, arch, training=True)  # before anything is built
     model = space.build(arch, dataset.input_shape)
     x = torch.cat([dataset.x_train, dataset.x_val])
     y = torch.cat([dataset.y_train, dataset.y_val])

@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from hwnas.errors import HwnasError, quote
+from hwnas.spaces.registry import SPACES
 
 #: what a space may declare beyond the minimum, and what each means
 CAPABILITIES = {
@@ -122,8 +123,6 @@ class SearchSpace(ABC):
         """Raise one line when this space does not declare `capability`, naming the spaces that do."""
         if capability in self.capabilities:
             return
-        from hwnas.spaces.registry import SPACES
-
         accepted = [n for n in SPACES.names() if capability in getattr(SPACES.get(n), "capabilities", ())]
         raise HwnasError(f"space {self.name!r} cannot be used with {for_what}: it does not declare {capability!r}; "
                          f"accepted spaces: {', '.join(accepted) or 'none registered'}")
@@ -309,27 +308,31 @@ class SearchSpace(ABC):
         """Return the shape as a tuple or raise HwnasError saying which shapes the space can build."""
         return tuple(int(s) for s in input_shape)
 
-    def memory_estimate(self, arch: Arch | None, input_shape: Sequence[int] | None = None, batch: int = 1) -> float | None:
-        """Bytes a network needs (parameters and the activations kept at this batch, float32), computed without
-        building it; `arch=None` means the supernet being trained. None when the space gives no estimate
-        (without the "memory" capability)."""
+    def memory_estimate(self, arch: Arch | None, input_shape: Sequence[int] | None = None, batch: int = 1,
+                        training: bool | None = None) -> float | None:
+        """Bytes a network needs (parameters and activations at this batch, float32), computed without building
+        it; `arch=None` means the supernet. `training` (default: True for the supernet, False for an
+        architecture) counts what training keeps (gradients, optimiser state, every activation). None when the
+        space gives no estimate (without the "memory" capability)."""
         return None
 
-    def check_fits(self, input_shape: Sequence[int] | None = None, batch: int = 1, arch: Arch | None = None) -> None:
+    def check_fits(self, input_shape: Sequence[int] | None = None, batch: int = 1, arch: Arch | None = None,
+                   training: bool | None = None) -> None:
         """Raise one line, saying the limit, when a network of this space at this input shape and batch would
         not fit in memory (by `memory_estimate`); called before anything is built or allocated."""
         shape = self.check_input_shape(input_shape or self.default_input_shape)
         if isinstance(batch, bool) or not isinstance(batch, (int, np.integer)) or batch < 1:
             raise HwnasError(f"batch {quote(batch, 40)} is not accepted; give a positive integer")
-        need = self.memory_estimate(arch, shape, int(batch))
+        need = self.memory_estimate(arch, shape, int(batch), training)
         if need is None:
             return
         limit, source = memory_limit()
         if need > limit:
             what = "the supernet" if arch is None else "a network"
-            raise HwnasError(f"{what} of {self.spec} at input {'x'.join(map(str, shape))} and batch {batch} needs "
-                             f"about {need / 1e9:.3g} GB (estimated), over the memory limit of {limit / 1e9:.3g} GB "
-                             f"({source}); use a smaller input, batch or space setting")
+            doing = "trained" if (arch is None if training is None else training) else "run"
+            raise HwnasError(f"{what} of {self.spec} {doing} at input {'x'.join(map(str, shape))} and batch {batch} "
+                             f"needs about {need / 1e9:.3g} GB (estimated), over the memory limit of "
+                             f"{limit / 1e9:.3g} GB ({source}); use a smaller input, batch or space setting")
 
     @abstractmethod
     def build(self, arch: Arch, input_shape: Sequence[int] | None = None) -> nn.Module:

@@ -360,16 +360,24 @@ class NB201Space(SearchSpace):
         cf = C * 4
         return total + 2 * cf + cf * classes + classes
 
-    def memory_estimate(self, arch: Arch | None, input_shape: Sequence[int] | None = None, batch: int = 1) -> float:
-        """Bytes, float32: parameters (x3 for the supernet in training: weights, gradients, momentum) plus the
-        activations autograd keeps at this batch (per edge: ReLU, conv and BN outputs of each convolution, pooling
-        and zero outputs; in the supernet every operation of every edge). Computed, not built."""
+    def memory_estimate(self, arch: Arch | None, input_shape: Sequence[int] | None = None, batch: int = 1,
+                        training: bool | None = None) -> float:
+        """Bytes, float32, computed without building. Training (the default for the supernet, `arch=None`):
+        parameters x3 (weights, gradients, momentum) plus the activations autograd keeps at this batch (per edge:
+        ReLU, conv and BN outputs of each convolution, pooling and zero outputs; in the supernet every operation
+        of every edge). Inference (the default for an architecture, as measured): parameters plus the input and
+        the activations alive at once (a cell's four nodes and one operation's intermediates, at the widest
+        stage)."""
         shape = self.check_input_shape(input_shape or self.default_input_shape)
+        training = arch is None if training is None else training
         C, N = self.params["C"], self.params["N"]
+        hw = shape[1] * shape[2]
+        params = self.param_count(arch, shape[0])
+        if not training:
+            return 4.0 * (params + float(batch) * (shape[0] * hw + 10 * C * hw))
         kept = {"none": 1, "skip_connect": 0, "nor_conv_1x1": 3, "nor_conv_3x3": 3, "avg_pool_3x3": 1}
         per_cell = len(EDGES) * (sum(kept.values()) + 2) if arch is None else sum(kept[OPS[k]] for k in arch.choices)
         per_cell += 6  # node sums
-        hw = shape[1] * shape[2]
         act = shape[0] * hw + 2 * C * hw
         for stage in range(3):
             c, area = C * 2 ** stage, hw // 4 ** stage
@@ -377,8 +385,7 @@ class NB201Space(SearchSpace):
                 act += 8 * c * area + (c // 2) * area
             act += N * per_cell * c * area
         act += 4 * C * 3 + 4 * C  # head
-        params = self.param_count(arch, shape[0]) * (3 if arch is None else 1)
-        return 4.0 * (params + float(batch) * act)
+        return 4.0 * (3 * params + float(batch) * act)
 
 
 def _as_vector(p: ModelProfile) -> np.ndarray:
