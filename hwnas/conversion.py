@@ -88,12 +88,17 @@ def export_onnx(
     if ran == "dynamo":
         _export_dynamo(model, example, path, opset, dynamic_batch)
     record = OnnxExport(path, ran, exporter, onnx_opset(path), note)
-    if note:
+    if note and note not in _NOTES_TOLD:  # the record always holds it; the user is told once per process
+        _NOTES_TOLD.add(note)
         if reporter is not None:
             reporter.warning(note)
         else:
             warnings.warn(note, ExporterWarning, stacklevel=2)
     return record
+
+
+#: exporter notes already shown: profiling exports hundreds of cells, and one deprecation line is enough
+_NOTES_TOLD: set[str] = set()
 
 
 def _export_torchscript(model, example, path, opset, dynamic_batch) -> str | None:

@@ -533,9 +533,10 @@ def _tiny_net():
     return torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.Flatten(), torch.nn.Linear(4 * 6 * 6, 10))
 
 
-def test_export_onnx_says_which_exporter_ran_and_surfaces_the_deprecation(tmp_path):
+def test_export_onnx_says_which_exporter_ran_and_surfaces_the_deprecation(tmp_path, monkeypatch):
     import warnings
 
+    monkeypatch.setattr("hwnas.conversion._NOTES_TOLD", set())  # as in a fresh process
     rec = _Recorder()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -547,7 +548,10 @@ def test_export_onnx_says_which_exporter_ran_and_surfaces_the_deprecation(tmp_pa
         assert rec.warnings == [done.note] and "TorchScript ONNX exporter is deprecated" in done.note
         assert "dynamo" in done.note and "\n" not in done.note
     assert not [w for w in caught if issubclass(w.category, ExporterWarning)]
-    if done.note is not None:  # without a reporter the same line is an ExporterWarning
+    if done.note is not None:  # said once per process: the next export records it but says nothing
+        again = export_onnx(_tiny_net(), (3, 8, 8), tmp_path / "o.onnx", reporter=rec)
+        assert again.note == done.note and rec.warnings == [done.note]
+        monkeypatch.setattr("hwnas.conversion._NOTES_TOLD", set())  # without a reporter: an ExporterWarning
         with pytest.warns(ExporterWarning, match="TorchScript ONNX exporter is deprecated"):
             export_onnx(_tiny_net(), (3, 8, 8), tmp_path / "n.onnx")
 

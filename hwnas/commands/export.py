@@ -6,6 +6,7 @@ from typing import Any
 
 import click
 
+from hwnas.cli import one_line
 from hwnas.commands.common import (
     emit_json,
     fmt,
@@ -156,7 +157,9 @@ def _print_report(title: str, report: dict[str, Any], as_json: bool) -> None:
         emit_json(report)
     else:
         results.print(_summary_table(title, report))
-    if not report["passed"]:
+    if not report["passed"]:  # the table says it all; stderr gets one line a script can log
+        failures = report.get("failures") or ["see the report"]
+        click.echo(one_line(f"validation FAILED: {'; '.join(failures)}"), err=True)
         raise SystemExit(1)
 
 
