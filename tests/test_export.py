@@ -577,7 +577,8 @@ def test_the_manifest_records_the_exporter_that_ran_not_auto(bundle):
     assert manifest["exporter_note"] is None or "deprecated" in manifest["exporter_note"]
 
 
-def test_export_reports_the_exporter_through_the_reporter(tmp_path):
+def test_export_reports_the_exporter_through_the_reporter(tmp_path, monkeypatch):
+    monkeypatch.setattr("hwnas.conversion._NOTES_TOLD", set())  # notes are said once per process: as in a fresh one
     rec = _Recorder()
     manifest = _export(SPACE, ARCH, tmp_path / "b", input_shape=SHAPE, protocol=QUICK, reporter=rec)
     assert f"exported model.onnx with the torchscript exporter (opset {manifest['opset']})" in rec.messages

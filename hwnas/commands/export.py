@@ -67,8 +67,9 @@ def check_options(f):
                    "(`hwnas search --json` output); --space/--arch/--budget-* override. A `search --tabular` "
                    "result is refused: its budget and accuracy are the published table's, not this device's.")
 @click.option("--weights", type=click.Path(dir_okay=False), default=None, metavar="WEIGHTS.pt",
-              help="Trained state_dict (torch.save) of the architecture. Default: random init with BatchNorm "
-                   "statistics calibrated on the inputs, enough to check the export, not to deploy.")
+              help="Trained state_dict (torch.save) of the architecture. Default: the search result's retrained "
+                   "weights, else random init with BatchNorm statistics calibrated on the inputs, enough to check "
+                   "the export, not to deploy.")
 @click.option("--input-shape", default=None, metavar="CxHxW",
               help="Input of one sample, e.g. 3x32x32 [default: the dataset's, else the space's].")
 @click.option("--dataset", default=None, metavar="NAME|PATH",
@@ -110,6 +111,7 @@ def export(space, arch, from_search, weights, input_shape, dataset, exporter, in
     if arch is None and result.get("arch") is None:
         raise HwnasError("no architecture given; pass --arch ARCH (canonical string or index) or --from-search RESULT.json")
     arch = s.parse(arch if arch is not None else result["arch"])  # canonical string or index
+    weights = weights or result.get("weights")  # a device search saves the retrained weights beside its result
     data = load_samples(dataset) if dataset else (None, None)
     shape = sample_shape(s, input_shape, data[0], f"--dataset {dataset}")
     options = ExportOptions(

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from hwnas.errors import HwnasError, quote
 from hwnas.files import atomic_write
 from hwnas.measurement import budgets_from
@@ -154,12 +156,16 @@ def search_device(options: SearchOptions, reporter: Reporter | None = None) -> d
                                  budget_mode=o.budget_mode, protocol=protocol)
     result = search_under_budget(space, data, predictors, budgets, search, backend=device, store=store,
                                  input_shape=shape, out_dir=run_dir, reporter=report)
-    if o.retrain_epochs > 0:
-        _, result.test_accuracy = train_arch(space, result.arch, data, epochs=o.retrain_epochs, seed=o.seed,
-                                             reporter=report)
+    weights = None
+    if o.retrain_epochs > 0:  # the trained weights go with the result: `hwnas export --from-search` deploys them
+        model, result.test_accuracy = train_arch(space, result.arch, data, epochs=o.retrain_epochs, seed=o.seed,
+                                                 reporter=report)
+        weights = (run_dir / "weights.pt").resolve()
+        with atomic_write(weights, "wb") as f:
+            torch.save(model.state_dict(), f)
     out = result.to_dict()
     out.update(dataset=data.name, device=device.device_name(), device_id=device.device_id(), backend=device.name,
-               retrain_epochs=o.retrain_epochs, store=store.url)
+               retrain_epochs=o.retrain_epochs, store=store.url, weights=None if weights is None else str(weights))
     with atomic_write(run_dir / "search.json") as f:
         f.write(json.dumps(out, indent=2, default=str))
     return out
