@@ -34,6 +34,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 from hwnas.errors import HwnasError, quote
 from hwnas.files import atomic_write, read_csv_rows, read_wide_csv
 from hwnas.measurement import Measurement, check_measurement, check_value, shape_from_str, shape_to_str
+from hwnas.spaces import get_space
 
 
 class _Base(DeclarativeBase):
@@ -358,7 +359,6 @@ class Store:
         is checked before anything is written (a latency is a finite number above 0; one architecture given twice
         with different values is refused, naming both lines), and the whole import is one transaction: a bad file
         or an interruption stores nothing. Returns new rows stored per device."""
-        from hwnas.spaces import get_space
 
         self._writable()
         space = get_space(space).spec  # "nb201:C=4,N=1" and "nb201:C=4,N=1,classes=10" are one space: store one name

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from hwnas.errors import HwnasError, quote
-from hwnas.files import atomic_write
+from hwnas.files import atomic_write, read_csv_rows
 from hwnas.measurement import TARGETS
 from hwnas.predictors.base import Predictor, get_predictor, load_predictor
 from hwnas.predictors.encodings import encode_archs
@@ -246,7 +246,6 @@ def read_table(path: str | Path, space: SearchSpace, arch_column: str, target: s
                ) -> tuple[list[dict[str, str]], list[Arch], np.ndarray | None]:
     """Rows of a CSV file, their parsed architectures (strings or indices) and (if `target`) the target column as
     floats; any bad cell is a HwnasError naming its line."""
-    from hwnas.files import read_csv_rows
 
     rows = read_csv_rows(path)
     header = list(rows[0].keys())

@@ -16,10 +16,17 @@ from typing import Any
 
 import torch
 
+from hwnas.data import load_dataset
 from hwnas.errors import HwnasError, quote
 from hwnas.files import atomic_write
 from hwnas.measurement import budgets_from
+from hwnas.predictors import PREDICTORS, fit_from_store, load_predictor
+from hwnas.profilers import TimingProtocol, get_backend
 from hwnas.reporting import Reporter, reporter_or_null
+from hwnas.search.budget import BudgetSearchOptions, search_under_budget
+from hwnas.search.train import train_arch
+from hwnas.spaces import get_space
+from hwnas.store import open_store
 
 #: the space `hwnas search` and `hwnas run` search by default: big enough that latency differences stand out of
 #: timing noise
@@ -31,7 +38,6 @@ DEFAULT_COST_PREDICTOR = "lookup"
 def cost_predictor_names() -> list[str]:
     """Predictor names a search can fit and use as its cost term: differentiable on one-hot codes, or an
     additive per-operation table (they are fitted with the one-hot encoding the search feeds them)."""
-    from hwnas.predictors import PREDICTORS
 
     return [n for n in PREDICTORS.names()
             if PREDICTORS.get(n).differentiable or PREDICTORS.get(n).additive]
@@ -59,7 +65,6 @@ def resolve_cost_predictor(spec: str | Path, target: str, space, input_shape, ba
     """The cost predictor of `target` for a search: a saved predictor file (checked against the space and target),
     or a predictor of one of `cost_predictor_names()` fitted now (one-hot encoding) on the store's measurements of
     `backend`'s device. The fitted predictor's held-out metrics are in `.metadata["heldout_metrics"]`."""
-    from hwnas.predictors import fit_from_store, load_predictor
 
     spec = str(spec)
     check_cost_predictor(spec)
@@ -132,12 +137,6 @@ def search_device(options: SearchOptions, reporter: Reporter | None = None) -> d
     report its test accuracy. Writes RUN_DIR/search.json and RUN_DIR/search_cost.png; returns the result as a
     JSON-ready dict. Bad options are a one-line HwnasError raised before anything is written; a store is only
     created when every predictor is a file (fitting needs stored measurements)."""
-    from hwnas.data import load_dataset
-    from hwnas.profilers import TimingProtocol, get_backend
-    from hwnas.search.budget import BudgetSearchOptions, search_under_budget
-    from hwnas.search.train import train_arch
-    from hwnas.spaces import get_space
-    from hwnas.store import open_store
 
     o, report = options, reporter_or_null(reporter)
     o.check()

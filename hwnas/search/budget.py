@@ -17,6 +17,7 @@ from hwnas.errors import HwnasError, quote
 from hwnas.measurement import TARGETS
 from hwnas.predictors.api import refit_predictor
 from hwnas.predictors.encodings import encode_archs
+from hwnas.profilers import TimingProtocol, measure_arch
 from hwnas.reporting import Reporter, reporter_or_null
 from hwnas.search.cost import FORMS, MODES, HardwareCost
 from hwnas.search.discretise import derive_within_budget, predicted
@@ -249,7 +250,6 @@ def _measured_line(arch: str, measured: dict[str, float | None], pred: dict[str,
 
 
 def _measure(space, arch, backend, store, shape, batch, protocol) -> tuple[dict[str, float | None], bool]:
-    from hwnas.profilers import TimingProtocol, measure_arch
 
     key = {"device": backend.device_id(), "backend": backend.name, "space": space.spec, "input_shape": shape, "batch": batch,
                "arch": space.to_string(arch)}

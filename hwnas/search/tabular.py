@@ -41,7 +41,10 @@ from typing import Any
 import numpy as np
 
 from hwnas.errors import HwnasError, quote
+from hwnas.files import read_csv_rows
+from hwnas.predictors import encode_archs, get_predictor
 from hwnas.reporting import Reporter, reporter_or_null
+from hwnas.spaces import get_space
 
 SIGNALS = ("oracle", "surrogate")
 #: settings used unless the caller gives others: the loop refits and predicts the whole space every round, and 30
@@ -52,8 +55,6 @@ DEFAULT_SETTINGS = {"rf": {"n_estimators": 30}}
 @functools.lru_cache(maxsize=8)
 def _read_column(path: str, mtime: float, column: str, space_spec: str) -> tuple[np.ndarray, np.ndarray]:
     """(space indices, values) of one numeric column of a wide table keyed by an `arch` column."""
-    from hwnas.files import read_csv_rows
-    from hwnas.spaces import get_space
 
     space = get_space(space_spec)
     rows = read_csv_rows(path)
@@ -129,8 +130,6 @@ class _Tables:
     """The known rows of both tables, their codes, and what the search has read so far."""
 
     def __init__(self, o: TabularOptions):
-        from hwnas.predictors import encode_archs, get_predictor
-        from hwnas.spaces import get_space
 
         sp = get_space(o.space)
         if sp.size() is None:
@@ -159,7 +158,6 @@ class _Tables:
 
     def fit(self, rows) -> np.ndarray:
         """Predicted latency of every known architecture from a predictor fitted on `rows` (measured positions)."""
-        from hwnas.predictors import get_predictor
 
         rows = np.asarray(list(rows))
         # Cells with no path from input to output measure near zero on some devices (pixel3, raspi4: 1000x below
@@ -173,7 +171,6 @@ class _Tables:
 
     def score(self, rng: np.random.Generator) -> np.ndarray:
         """The accuracy signal of every known architecture (see the module docstring)."""
-        from hwnas.predictors import get_predictor
 
         if self.o.accuracy_signal == "oracle":
             self.read_accuracy.update(range(len(self.known)))
