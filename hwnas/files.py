@@ -95,7 +95,8 @@ def read_wide_csv(path: str | Path, arch_column: str = "arch", columns: Sequence
     columns = list(columns) if columns else numeric
     missing = [c for c in columns if c not in header]
     if missing:
-        raise HwnasError(f"{name}: no column(s) {quote(', '.join(missing))[1:-1]}; numeric columns: "
+        what = f"column {quote(missing[0])}" if len(missing) == 1 else f"columns {quote(', '.join(missing))[1:-1]}"
+        raise HwnasError(f"{name}: no {what}; numeric columns: "
                          f"{quote(', '.join(numeric), 400)[1:-1]}")
     table = WideTable(str(path), header, [], [], columns, {c: [] for c in columns})
     first_line: dict[Any, tuple[int, tuple[float, ...]]] = {}

@@ -11,8 +11,8 @@ from typing import Any
 import numpy as np
 
 from hwnas.errors import HwnasError, quote
-from hwnas.files import atomic_write, read_csv_rows
-from hwnas.measurement import TARGETS
+from hwnas.files import atomic_write, read_csv_rows, read_wide_csv
+from hwnas.measurement import TARGETS, check_value
 from hwnas.predictors.base import Predictor, get_predictor, load_predictor
 from hwnas.predictors.encodings import encode_archs
 from hwnas.predictors.metrics import finite_metrics, regression_metrics
@@ -245,27 +245,22 @@ def fit_from_store(store, space: SearchSpace | str, device: str | None = None, b
 def read_table(path: str | Path, space: SearchSpace, arch_column: str, target: str | None = None
                ) -> tuple[list[dict[str, str]], list[Arch], np.ndarray | None]:
     """Rows of a CSV file, their parsed architectures (strings or indices) and (if `target`) the target column as
-    floats; any bad cell is a HwnasError naming its line."""
-
-    rows = read_csv_rows(path)
-    header = list(rows[0].keys())
-    for column in (arch_column, target):
-        if column is not None and column not in header:
-            raise HwnasError(f"{path}: no column {column!r}; columns: {', '.join(header)}")
-    archs, values = [], []
+    floats; any bad cell is a HwnasError naming its line. With a target the table goes through the one wide-table
+    reader (hwnas.files.read_wide_csv): values finite and above 0, one row per architecture."""
+    if target is not None:
+        table = read_wide_csv(path, arch_column, [target], parse_arch=space.parse,
+                              check=lambda text, where: check_value(text, where, unit="the target's units"))
+        return table.rows, table.archs, np.array(table.values[target])
+    rows = read_csv_rows(path)  # predict: every row is kept, repeats included, and no value column is read
+    if arch_column not in rows[0]:
+        raise HwnasError(f"{path}: no column {quote(arch_column)}; columns: {quote(', '.join(rows[0]), 400)[1:-1]}")
+    archs = []
     for line, row in enumerate(rows, start=2):
         try:
             archs.append(space.parse(row[arch_column]))
         except HwnasError as e:
             raise HwnasError(f"{path}, line {line}: {e}") from None
-        if target is not None:
-            try:
-                values.append(float(row[target]))
-            except (TypeError, ValueError):
-                values.append(float("nan"))
-            if not np.isfinite(values[-1]):
-                raise HwnasError(f"{path}, line {line}: column {target!r} holds {row[target]!r}, not a number")
-    return rows, archs, (np.array(values) if target is not None else None)
+    return rows, archs, None
 
 
 def fit_from_csv(path: str | Path, arch_column: str, target: str, space: SearchSpace | str = "nb201",
@@ -277,10 +272,6 @@ def fit_from_csv(path: str | Path, arch_column: str, target: str, space: SearchS
     sp = _space(space)
     shape = sp.check_input_shape(input_shape or sp.default_input_shape)
     _, archs, y = read_table(path, sp, arch_column, target)
-    bad = np.flatnonzero(~(y > 0))
-    if len(bad):
-        raise HwnasError(f"{path}, line {int(bad[0]) + 2}: column {quote(target)} holds {y[bad[0]]:g}; targets must be "
-                         f"positive and finite ({len(bad)} row(s) are not)")
     probe = get_predictor(predictor, encoding=encoding, space=sp, **dict(settings or {}))
     X = encode_archs(sp, archs, probe.encoding, shape)
     fitted, metrics = fit_predictor(X, y, predictor, probe.encoding, holdout, seed, settings)

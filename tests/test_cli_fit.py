@@ -100,7 +100,7 @@ def test_profile_active_then_fit_end_to_end(tmp_path):
 
 @pytest.mark.parametrize("args, words", [
     (["fit", "--from-csv", "{subset}", "--target", "nosuch"], "no column 'nosuch'"),
-    (["fit", "--from-csv", "{subset}", "--target", "arch"], "not a number"),
+    (["fit", "--from-csv", "{subset}", "--target", "arch"], "accepted: a finite number above 0"),
     (["fit", "--from-csv", "{subset}", "--target", "pixel3", "--predictor", "nosuch"], "unknown predictor 'nosuch'"),
     (["fit", "--from-csv", "{subset}", "--target", "pixel3", "--encoding", "nosuch"], "unknown encoding 'nosuch'"),
     (["fit", "--from-csv", "{subset}", "--target", "pixel3", "--holdout", "1.5"], "holdout 1.5"),
@@ -199,7 +199,7 @@ def test_fit_from_csv_refuses_targets_that_are_not_positive_and_finite(subset, t
     assert result.exit_code == 2, result.output
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and "line 9" in lines[0] and "Traceback" not in result.output, result.output
-    assert "not a number" in lines[0] or "must be positive and finite" in lines[0]
+    assert "accepted: a finite number above 0" in lines[0]
     assert not out.exists()
 
 

@@ -41,7 +41,7 @@ from typing import Any
 import numpy as np
 
 from hwnas.errors import HwnasError, quote
-from hwnas.files import read_csv_rows
+from hwnas.files import read_wide_csv
 from hwnas.predictors import encode_archs, get_predictor
 from hwnas.reporting import Reporter, reporter_or_null
 from hwnas.spaces import get_space
@@ -55,25 +55,9 @@ DEFAULT_SETTINGS = {"rf": {"n_estimators": 30}}
 @functools.lru_cache(maxsize=8)
 def _read_column(path: str, mtime: float, column: str, space_spec: str) -> tuple[np.ndarray, np.ndarray]:
     """(space indices, values) of one numeric column of a wide table keyed by an `arch` column."""
-
     space = get_space(space_spec)
-    rows = read_csv_rows(path)
-    header = list(rows[0])
-    if "arch" not in header:
-        raise HwnasError(f"{path}: no 'arch' column; columns: {', '.join(header)}")
-    if column not in header:
-        numeric = [c for c in header if c not in ("arch", "index")]
-        raise HwnasError(f"{path}: no column {column!r}; columns: {', '.join(numeric)}")
-    index, values = [], []
-    for line, row in enumerate(rows, start=2):
-        try:
-            index.append(space.index(space.from_string(row["arch"])))
-            values.append(float(row[column]))
-        except HwnasError as e:
-            raise HwnasError(f"{path}, line {line}: {e}") from None
-        except ValueError:
-            raise HwnasError(f"{path}, line {line}: column {column!r} holds {row[column]!r}, not a number") from None
-    return np.array(index), np.array(values)
+    table = read_wide_csv(path, "arch", [column], parse_arch=lambda cell: space.index(space.from_string(cell)))
+    return np.array(table.archs), np.array(table.values[column])
 
 
 def load_table(path: str | Path, column: str, space) -> np.ndarray:
