@@ -217,6 +217,9 @@ def discretise_and_verify(space, alpha: torch.Tensor, costs: list[HardwareCost],
         except HwnasError as e:  # nothing left that is predicted within budget: report what was measured, not a pass
             if not attempts:
                 raise
+            fallback = _measured_fallback(space, alpha, costs, backend, store, shape, batch, attempts, used)
+            if fallback is not None:
+                return fallback
             last = attempts[-1]
             return SearchResult(arch, last["arch"], space.spec, "", budgets, last["predicted"], last["measured"], False,
                                 [], used, attempts, note=f"{e} (after {len(attempts)} measured over budget)")
@@ -237,8 +240,37 @@ def discretise_and_verify(space, alpha: torch.Tensor, costs: list[HardwareCost],
             if measured.get(c.target) is not None:
                 extra[c.target].append((arch, measured[c.target]))
         refit_costs(space, costs, extra, backend=backend, store=store, input_shape=shape, batch=batch)
+    fallback = _measured_fallback(space, alpha, costs, backend, store, shape, batch, attempts, used)
+    if fallback is not None:
+        return fallback
     return SearchResult(arch, space.to_string(arch), space.spec, "", budgets, predicted(costs, arch), attempts[-1]["measured"],
                         False, [], used, attempts, note=f"no measured architecture met the budget after {max_repairs} repairs")
+
+
+def _measured_fallback(space, alpha: torch.Tensor, costs: list[HardwareCost], backend, store, shape, batch: int,
+                       attempts: list[dict[str, Any]], used: int) -> SearchResult | None:
+    """When repairs are spent (timing noise near the budget can defeat any predictor): the most probable
+    architecture under `alpha` among those this device has already measured within every budget, or None.
+    Its figures are the stored measurement; the note says it is a fallback."""
+    if store is None or backend is None:
+        return None
+    budgets = {c.target: c.budget for c in costs}
+    within = {}
+    for m in store.measurements(device=backend.device_id(), backend=backend.name, space=space.spec,
+                                input_shape=shape, batch=batch):
+        values = {"latency_ms": m.latency_ms, "energy_mj": m.energy_mj}
+        if all(values.get(t) is not None and values[t] <= b for t, b in budgets.items()):
+            within[space.from_string(m.arch)] = values
+    if not within:
+        return None
+    log_weights = torch.log(space.mixing_weights(alpha.detach()).clamp_min(1e-12))
+    best = max(within, key=lambda a: float(sum(log_weights[d, c] for d, c in enumerate(a.choices))))
+    arch_string = space.to_string(best)
+    attempts.append({"arch": arch_string, "predicted": predicted(costs, best), "measured": within[best],
+                     "within_budget": True, "moves": 0, "fallback": True})
+    return SearchResult(best, arch_string, space.spec, "", budgets, predicted(costs, best), within[best], True, [], used,
+                        attempts, note=f"repairs spent: the most probable of {len(within)} architecture(s) already "
+                                       "measured within budget on this device")
 
 
 def _measured_line(arch: str, measured: dict[str, float | None], pred: dict[str, float], budgets: dict[str, float],
