@@ -8,6 +8,7 @@ file remains).
 from __future__ import annotations
 
 import importlib
+import logging
 import sys
 import warnings
 
@@ -118,6 +119,11 @@ def main(argv: list[str] | None = None) -> None:
     """The console entry point: click's own usage errors keep their form; a HwnasError is one line and exit 2;
     Ctrl-C, even while the libraries are still importing, is "interrupted" and exit 130."""
     warnings.showwarning = _one_line_warning
+    # SQLAlchemy's pool logs a traceback when Ctrl-C lands while it resets a connection; the interrupt is already
+    # one line ("interrupted") and the transaction is rolled back by SQLite, so that log is noise here
+    pool_log = logging.getLogger("sqlalchemy.pool")
+    pool_log.addHandler(logging.NullHandler())
+    pool_log.propagate = False
     try:
         cli.main(args=argv, prog_name="hwnas", standalone_mode=False)
     except (Interrupted, KeyboardInterrupt, click.Abort):

@@ -110,7 +110,7 @@ def run_pipeline(options: PipelineOptions | None = None, reporter: Reporter | No
     predictors = {}
     for target in budgets:
         predictors[target] = resolve_cost_predictor(o.predictor, target, s, shape, device, store, o.seed)
-        save_predictor(predictors[target], run_dir / f"predictor-{target.split('_')[0]}.npz", plot=False)
+        save_predictor(predictors[target], run_dir / f"predictor-{target}.npz", plot=False)
     stages.done()
 
     stages.start("search", f"3/4 search ({o.strategy}) under {', '.join(f'{k} <= {v:.4g}' for k, v in budgets.items())}")

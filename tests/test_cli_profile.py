@@ -116,3 +116,18 @@ def test_reading_a_store_that_does_not_exist_creates_nothing(tmp_path):
     result = CliRunner().invoke(cli, ["measurements", "list", "--store", str(missing)])
     assert result.exit_code == 2 and "no measurement store at" in result.stderr
     assert not missing.parent.exists()
+
+
+def test_samples_is_a_total_and_more_measures_beyond_it(tmp_path):
+    """--samples is what the store should hold; a rerun at the same total says plainly that it measured nothing;
+    --more N measures N beyond what is stored."""
+    base = ["profile", "--space", SPACE, "--input-shape", "1x8x8", "--protocol", "quick", "--store", str(tmp_path / "m.db")]
+    first = CliRunner().invoke(cli, [*base, "--samples", "3", "--json"])
+    assert first.exit_code == 0, first.output
+    assert json.loads(first.stdout)["measured_now"] == 3
+    again = CliRunner().invoke(cli, [*base, "--samples", "3"])
+    assert again.exit_code == 0 and "nothing measured" in again.stderr and "--more" in again.stderr
+    more = CliRunner().invoke(cli, [*base, "--more", "2", "--json"])
+    assert more.exit_code == 0, more.output
+    summary = json.loads(more.stdout)
+    assert summary["measured_now"] == 2 and summary["total_in_store"] == 5 and Store(tmp_path / "m.db").count() == 5

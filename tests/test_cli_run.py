@@ -31,7 +31,7 @@ def test_run_reports_every_stage_and_keeps_its_files(first_run):
     assert r["measured_in_search"]["latency_ms"] <= r["budgets"]["latency_ms"]  # only a measured pass is reported
     assert 0.0 <= r["test_accuracy"] <= 1.0
     assert (run_dir / "export" / "model.onnx").is_file() and (run_dir / "export" / "manifest.json").is_file()
-    assert (run_dir / "predictor-latency.npz").is_file() and (run_dir / "search_cost.png").is_file()
+    assert (run_dir / "predictor-latency_ms.npz").is_file() and (run_dir / "search_cost.png").is_file()
     manifest = json.loads((run_dir / "export" / "manifest.json").read_text())
     assert manifest["arch"] == r["arch"]
     # every measurement, including the search's and the export's, is in the run's SQLite store

@@ -4,6 +4,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import sys
 from typing import Any
 
 import click
@@ -17,8 +18,20 @@ from hwnas.store import open_store
 
 # Progress, warnings and errors go to stderr; results (tables, "wrote ..." lines) to stdout, so that
 # `hwnas measurements list > file` keeps them. With --json, stdout holds the JSON only.
-console = Console(stderr=True)
-results = Console()
+
+
+def _console(stderr: bool = False) -> Console:
+    """A rich console; piped output gets a wide fixed width (rich would assume 80 columns and split architecture
+    strings and file paths across lines), a terminal keeps its own width."""
+    stream = sys.stderr if stderr else sys.stdout
+    width = None if stream.isatty() else max(int(os.environ.get("COLUMNS") or 0), PIPED_WIDTH)
+    return Console(stderr=stderr, width=width)
+
+
+#: columns of piped output: wide enough for an nb201 architecture string and a path on one line
+PIPED_WIDTH = 240
+console = _console(stderr=True)
+results = _console()
 
 DEFAULT_RUN_DIR = "runs/default"
 

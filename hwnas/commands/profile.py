@@ -6,6 +6,7 @@ from pathlib import Path
 import click
 
 from hwnas.commands.common import (
+    console,
     emit_json,
     json_option,
     open_store,
@@ -72,7 +73,10 @@ def backend_options(f):
 @space_options
 @backend_options
 @click.option("--samples", default=50, show_default=True, type=click.IntRange(min=1),
-              help="How many distinct architectures to have measured (already stored ones count).")
+              help="How many distinct architectures the store should hold for this device, space, input and "
+                   "batch: the total, already stored ones included (a rerun measures only what is missing).")
+@click.option("--more", default=None, type=click.IntRange(min=1), metavar="N",
+              help="Measure N architectures beyond those already stored (instead of --samples).")
 @click.option("--strategy", default="uniform", show_default=True, type=click.Choice(SAMPLERS.names()),
               help="Registered sampler. uniform: at random; flops: spread over FLOPs quantiles; active: where a "
               "predictor ensemble is least sure.")
@@ -84,7 +88,7 @@ def backend_options(f):
 @run_dir_option
 @store_option
 @json_option
-def profile(space, input_shape, batch, backend_name, threads, samples, strategy, seed, archs, protocol, run_dir,
+def profile(space, input_shape, batch, backend_name, threads, samples, more, strategy, seed, archs, protocol, run_dir,
             store_url, as_json):
     """Measure architectures of a space on this device and keep every measurement in the store.
 
@@ -95,12 +99,18 @@ def profile(space, input_shape, batch, backend_name, threads, samples, strategy,
     chosen = [s.parse(a) for a in archs]  # parse all first: a bad string stops before anything is measured
     backend = get_backend(backend_name, threads=threads)
     store = open_store(store_url, run_dir)
+    if more is not None:  # --samples is a total; --more counts from what is stored for this key
+        samples = more + len(store.measurements(device=backend.device_id(), backend=backend.name, space=s.spec,
+                                                input_shape=shape, batch=batch))
     summary = profile_space(s, backend, store, len(chosen) or samples, strategy, seed, shape, batch,
                             TimingProtocol.named(protocol), archs=chosen or None, reporter=reporter(as_json))
     if as_json:
         emit_json(summary.to_dict())
         return
     lat = summary.latency_ms
+    if not summary.measured_now and not chosen:  # say it plainly, not only in a count
+        console.print(f"nothing measured: the store already holds {summary.total_in_store} architectures for this key "
+                      f"(--samples {samples} is a total); use --more N to measure N more", markup=False)
     results.print(table("Profile", ["", ""], [
         ["device", f"{summary.device_name} [{summary.device}]"], ["backend", summary.backend], ["space", summary.space],
         ["input", "x".join(map(str, summary.input_shape)) + f", batch {summary.batch}"],
