@@ -10,12 +10,12 @@ import csv
 import errno
 import json
 import os
-import re
 import stat
 from collections.abc import Iterable, Iterator, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote
 
 from alembic.migration import MigrationContext
 from alembic.operations import Operations
@@ -36,7 +36,7 @@ from sqlalchemy import (
     select,
     text,
 )
-from sqlalchemy.engine import Connection, make_url
+from sqlalchemy.engine import Connection
 from sqlalchemy.exc import ArgumentError, DatabaseError, IntegrityError, OperationalError, ProgrammingError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
@@ -193,35 +193,34 @@ def store_url(location: str | Path, create_folder: bool = True) -> str:
     return f"sqlite:///{path}"
 
 
-_USERINFO = re.compile(r"(://[^:/@\s]*):[^@\s]*@")
+def _split_password(text: str) -> tuple[str, str | None]:
+    """(the URL with its password masked, the password as written) for `scheme://user:password@host/...`; the
+    password runs to the last "@" before any "?", so one with an unescaped "@" or "/" is masked whole."""
+    scheme, sep, rest = text.partition("://")
+    if not sep:
+        return text, None
+    head, question, query = rest.partition("?")
+    userinfo, at, host = head.rpartition("@")
+    user, colon, password = userinfo.partition(":")
+    if not at or not colon or "/" in user:
+        return text, None
+    return f"{scheme}://{user}:***@{host}{question}{query}", password
 
 
 def display_url(url: str | Path) -> str:
     """A store location as it may be shown or saved: a database URL with its password masked as SQLAlchemy's
     `render_as_string(hide_password=True)` does (`postgresql+psycopg://hw:***@host/db`); a path as given.
     Every place that shows or writes a store URL (tables, --json, errors, manifests, metadata, logs) uses this."""
-    text = str(url)
-    if "://" not in text:
-        return text
-    try:
-        return make_url(text).render_as_string(hide_password=True)
-    except (ArgumentError, ValueError):  # not parseable as a URL: mask anything between "user:" and "@"
-        return _USERINFO.sub(r"\1:***@", text)
+    return _split_password(str(url))[0]
 
 
 def scrub(text: str, url: str | Path) -> str:
-    """`text` (an error message) with the password of `url` masked wherever it appears."""
-    text = str(text)
-    if "://" not in str(url):
-        return text
-    text = text.replace(str(url), display_url(url))
-    try:
-        password = make_url(str(url)).password
-    except (ArgumentError, ValueError):
-        password = None
-    if password:
-        text = text.replace(str(password), "***")
-    return _USERINFO.sub(r"\1:***@", text)
+    """`text` (an error message) with the password of `url` masked wherever it appears, as written or decoded."""
+    text = str(text).replace(str(url), display_url(url))
+    password = _split_password(str(url))[1]
+    for form in {password, unquote(password or "")} - {None, ""}:
+        text = text.replace(form, "***")
+    return text
 
 
 def _sqlite_path(url: str) -> Path | None:
@@ -234,7 +233,6 @@ def _sqlite_path(url: str) -> Path | None:
 def _store_failure(where: str, error: BaseException) -> HwnasError | None:
     """A one-line HwnasError for a database failure a user can act on (lock, full disk, read-only), else None."""
     text = str(getattr(error, "orig", None) or error).splitlines()[0] if str(error) else type(error).__name__
-    text = _USERINFO.sub(r"\1:***@", text)
     low = text.lower()
     if isinstance(error, OSError) and error.errno == errno.ENOSPC or "disk is full" in low:
         return HwnasError(f"the measurement store {where} could not be written: the disk is full ({text}); "
@@ -356,7 +354,7 @@ class Store:
             failure = _store_failure(self.location, e)
             if failure is None:
                 raise
-            raise failure from None
+            raise HwnasError(scrub(str(failure), self._url)) from None
 
     def _session(self) -> Session:
         return Session(self.engine)

@@ -20,6 +20,8 @@ CLOSED = f"postgresql+psycopg://hw:{SECRET}@127.0.0.1:1/hwnas"  # port 1: nothin
     (CLOSED, "postgresql+psycopg://hw:***@127.0.0.1:1/hwnas"),
     ("postgresql://u:p%40ss@db.example:5433/x?sslmode=require", "postgresql://u:***@db.example:5433/x?sslmode=require"),
     ("postgresql+psycopg://u@host/db", "postgresql+psycopg://u@host/db"),
+    ("postgresql://u:p@ss/word@host/db", "postgresql://u:***@host/db"),  # unescaped: masked whole, to the last @
+    ("sqlite:////tmp/x:y@z.db", "sqlite:////tmp/x:y@z.db"),
     ("sqlite:////tmp/m.db", "sqlite:////tmp/m.db"),
     ("runs/default/measurements.db", "runs/default/measurements.db"),
     ("not a url://u:secret@host", "not a url://u:***@host"),
@@ -30,6 +32,7 @@ def test_display_url_masks_the_password(url, shown):
 
 def test_scrub_masks_the_password_in_any_text():
     assert SECRET not in scrub(f"could not connect with {CLOSED} (password {SECRET} rejected)", CLOSED)
+    assert "p@ss" not in scrub("password p@ss rejected", "postgresql://u:p%40ss@h/db")
 
 
 def test_the_store_keeps_the_real_url_private():
