@@ -63,3 +63,26 @@ def store_url(request, tmp_path):
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path / 'store.db'}"
     return request.getfixturevalue("postgres_url")
+
+
+# --- say, at the end of a run, whether the PostgreSQL-backed tests ran (CI shows it) --------------------------
+_postgres_outcomes: dict[str, str] = {}
+
+
+def pytest_runtest_logreport(report):
+    if "postgres" not in report.nodeid:
+        return
+    if report.failed or report.skipped:
+        _postgres_outcomes.setdefault(report.nodeid, "failed" if report.failed else "skipped")
+    elif report.when == "call":
+        _postgres_outcomes.setdefault(report.nodeid, "passed")
+
+
+def pytest_terminal_summary(terminalreporter):
+    if not _postgres_outcomes:
+        return
+    counts = {k: list(_postgres_outcomes.values()).count(k) for k in ("passed", "skipped", "failed")}
+    url = os.environ.get("HWNAS_TEST_POSTGRES_URL")
+    where = "no server given" if not url else f"server {url.split('@')[-1]}"
+    terminalreporter.write_line(f"PostgreSQL-backed tests: {counts['passed']} passed, {counts['skipped']} skipped, "
+                                f"{counts['failed']} failed ({where})")
