@@ -15,20 +15,29 @@ from collections.abc import Iterable, Iterator, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote
 
+from alembic.migration import MigrationContext
+from alembic.operations import Operations
 from sqlalchemy import (
     JSON,
+    Column,
     DateTime,
     Float,
     Integer,
+    MetaData,
     String,
+    Table,
     UniqueConstraint,
     create_engine,
+    delete,
     func,
     inspect,
     select,
+    text,
 )
-from sqlalchemy.exc import ArgumentError, DatabaseError, IntegrityError, OperationalError
+from sqlalchemy.engine import Connection
+from sqlalchemy.exc import ArgumentError, DatabaseError, IntegrityError, OperationalError, ProgrammingError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
 from hwnas.errors import HwnasError, quote
@@ -87,6 +96,91 @@ def _lock_timeout() -> float:
 
 _TABLES = {table.name: {c.name for c in table.columns} for table in _Base.metadata.sorted_tables}
 
+# --- schema version and migrations ---------------------------------------------------------------------------
+#: the schema this hwnas writes. 0: hwnas before the version table (same tables, no version); 1: versioned.
+SCHEMA_VERSION = 1
+
+#: one row, the schema version, laid out as Alembic's own version table (a `version_num` string) under a name of
+#: ours, so a database shared with an Alembic-managed application is not confused with it
+_VERSION_TABLE = Table("hwnas_schema_version", MetaData(), Column("version_num", String(32), primary_key=True))
+
+#: arbitrary key of the PostgreSQL advisory lock held while a writer creates or upgrades the schema
+_SCHEMA_LOCK_KEY = 0x6877_6E61
+
+
+def _upgrade_0_to_1(ops: Operations) -> None:
+    """Schema 0 to 1: the tables are unchanged; only the version table (created by the caller) is new."""
+
+
+#: the ordered upgrade steps: (from version, step, whether this hwnas can read a store still at that version).
+#: Step n takes a store at schema n to n + 1 through Alembic's operations (add_column, batch_alter_table...),
+#: inside the writer's transaction. A new schema appends a step and raises SCHEMA_VERSION.
+UPGRADES: list[tuple[int, Any, bool]] = [(0, _upgrade_0_to_1, True)]
+
+
+def _read_version(conn: Connection, location: str) -> int | None:
+    """The stored schema version: None for a database without our version table."""
+    if not inspect(conn).has_table(_VERSION_TABLE.name):
+        return None
+    found = conn.execute(select(_VERSION_TABLE.c.version_num)).scalars().all()
+    if not found:
+        return None
+    if len(found) > 1 or not str(found[0]).isdigit():
+        raise HwnasError(f"the measurement store {location} has a schema version hwnas does not know "
+                         f"({quote(', '.join(map(str, found)), 80)}); it was written by a newer hwnas: upgrade hwnas")
+    return int(found[0])
+
+
+def _check_version(version: int, location: str, readonly: bool) -> None:
+    """Refuse a store this hwnas cannot use: a newer schema always; an older one that cannot be read as it is
+    when opened read-only (readers never write)."""
+    if version > SCHEMA_VERSION:
+        raise HwnasError(f"the measurement store {location} was written by a newer hwnas (schema version {version}; "
+                         f"this hwnas knows up to {SCHEMA_VERSION}); upgrade hwnas to use it")
+    unreadable = [start for start, _, readable in UPGRADES if start >= version and not readable]
+    if readonly and unreadable:
+        raise HwnasError(f"the measurement store {location} has an older schema (version {version}) that this hwnas "
+                         "reads only after an upgrade; open it once with a writing command (e.g. `hwnas profile` or "
+                         "`hwnas measurements import`) to upgrade it in place")
+
+
+def _stamp(conn: Connection, version: int) -> None:
+    _VERSION_TABLE.create(conn, checkfirst=True)
+    conn.execute(delete(_VERSION_TABLE))
+    conn.execute(_VERSION_TABLE.insert().values(version_num=str(version)))
+
+
+def _migrate(conn: Connection, location: str) -> None:
+    """Create the tables in a new database, or upgrade an older schema in place step by step, then stamp the
+    version; a newer schema is refused. Runs in one transaction (PostgreSQL: under an advisory lock, so concurrent
+    writers opening one database upgrade it once)."""
+    if conn.dialect.name == "postgresql":
+        conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _SCHEMA_LOCK_KEY})
+    present = set(inspect(conn).get_table_names()) & set(_TABLES)
+    version = _read_version(conn, location)
+    if version is None and not present:  # a new store: today's schema
+        _Base.metadata.create_all(conn)
+        _stamp(conn, SCHEMA_VERSION)
+        return
+    version = 0 if version is None else version
+    _check_version(version, location, readonly=False)
+    if version == SCHEMA_VERSION:
+        if present != set(_TABLES):
+            _Base.metadata.create_all(conn)
+        return
+    ops = Operations(MigrationContext.configure(conn))
+    for start, step, _ in UPGRADES:
+        if start >= version:
+            step(ops)
+    _Base.metadata.create_all(conn)  # tables added by a step's schema that a step did not create
+    _stamp(conn, SCHEMA_VERSION)
+
+
+def _is_race(error: BaseException) -> bool:
+    """A concurrent writer created the same table or version row between our check and our write."""
+    low = str(error).lower()
+    return any(k in low for k in ("already exists", "duplicate", "unique constraint", "database is locked"))
+
 
 def store_url(location: str | Path, create_folder: bool = True) -> str:
     """A database URL as given, or a path turned into an SQLite URL (its folder is created when `create_folder`)."""
@@ -97,6 +191,36 @@ def store_url(location: str | Path, create_folder: bool = True) -> str:
     if create_folder:
         path.parent.mkdir(parents=True, exist_ok=True)
     return f"sqlite:///{path}"
+
+
+def _split_password(text: str) -> tuple[str, str | None]:
+    """(the URL with its password masked, the password as written) for `scheme://user:password@host/...`; the
+    password runs to the last "@" before any "?", so one with an unescaped "@" or "/" is masked whole."""
+    scheme, sep, rest = text.partition("://")
+    if not sep:
+        return text, None
+    head, question, query = rest.partition("?")
+    userinfo, at, host = head.rpartition("@")
+    user, colon, password = userinfo.partition(":")
+    if not at or not colon or "/" in user:
+        return text, None
+    return f"{scheme}://{user}:***@{host}{question}{query}", password
+
+
+def display_url(url: str | Path) -> str:
+    """A store location as it may be shown or saved: a database URL with its password masked as SQLAlchemy's
+    `render_as_string(hide_password=True)` does (`postgresql+psycopg://hw:***@host/db`); a path as given.
+    Every place that shows or writes a store URL (tables, --json, errors, manifests, metadata, logs) uses this."""
+    return _split_password(str(url))[0]
+
+
+def scrub(text: str, url: str | Path) -> str:
+    """`text` (an error message) with the password of `url` masked wherever it appears, as written or decoded."""
+    text = str(text).replace(str(url), display_url(url))
+    password = _split_password(str(url))[1]
+    for form in {password, unquote(password or "")} - {None, ""}:
+        text = text.replace(form, "***")
+    return text
 
 
 def _sqlite_path(url: str) -> Path | None:
@@ -130,41 +254,67 @@ class Store:
 
     def __init__(self, location: str | Path, readonly: bool = False):
         self.readonly = readonly
-        self.url = store_url(location, create_folder=not readonly)
-        self.path = _sqlite_path(self.url)
-        self.location = str(self.path) if self.path is not None else self.url
+        self._url = store_url(location, create_folder=not readonly)  # private: may hold a password
+        self.path = _sqlite_path(self._url)
+        self.location = str(self.path) if self.path is not None else display_url(self._url)
         self._empty = False
         try:
             self.engine = self._engine()
             with self._errors():
                 present = self._check_schema()
                 if readonly:
+                    self._check_readable()
                     self._empty = not set(_TABLES) <= present
                 else:
                     self._check_writable()
                     self._create_tables()
         except (ArgumentError, DatabaseError, ImportError) as e:  # DatabaseError: e.g. "file is not a database"
-            reason = str(getattr(e, "orig", None) or e).splitlines()[0]
+            reason = scrub(str(getattr(e, "orig", None) or e).splitlines()[0], self._url)
             raise HwnasError(
                 f"cannot open the measurement store {self.url!r} ({reason}); accepted: a file path or a database URL "
                 "such as sqlite:///runs/x.db or postgresql+psycopg://user@host/db"
             ) from None
 
+    @property
+    def url(self) -> str:
+        """The store's URL as it may be shown or saved: its password masked (`display_url`)."""
+        return display_url(self._url)
+
     def _engine(self):
         if self.path is None:
-            return create_engine(self.url)
+            return create_engine(self._url)
         if self.readonly:  # mode=ro: SQLite neither creates the file nor writes a byte to it
             return create_engine(f"sqlite:///file:{self.path}?mode=ro&uri=true",
                                  connect_args={"timeout": _lock_timeout()})
-        return create_engine(self.url, connect_args={"timeout": _lock_timeout()})
+        return create_engine(self._url, connect_args={"timeout": _lock_timeout()})
 
     def _create_tables(self) -> None:
-        try:
-            _Base.metadata.create_all(self.engine)
-        except OperationalError as e:  # another process created them between the check and the create
-            if "already exists" not in str(e):
-                raise
-            _Base.metadata.create_all(self.engine)
+        """Create the tables, or upgrade an older schema in place (`_migrate`); retried when a concurrent writer
+        did it between our check and our write."""
+        for attempt in range(3):
+            try:
+                with self.engine.begin() as conn:
+                    _migrate(conn, self.location)
+                return
+            except (OperationalError, ProgrammingError, IntegrityError) as e:
+                if attempt == 2 or not _is_race(e):
+                    raise
+
+    def _check_readable(self) -> None:
+        """A read-only store: refused if written by a newer hwnas, or at an older schema that needs an upgrade
+        first (nothing is written here)."""
+        with self.engine.connect() as conn:
+            version = _read_version(conn, self.location)
+        if version is not None or set(inspect(self.engine).get_table_names()) & set(_TABLES):
+            _check_version(0 if version is None else version, self.location, readonly=True)
+
+    def schema_version(self) -> int | None:
+        """The schema version stored (0: written before versions; None: an empty database opened read-only)."""
+        with self._errors(), self.engine.connect() as conn:
+            version = _read_version(conn, self.location)
+            if version is None and set(inspect(conn).get_table_names()) & set(_TABLES):
+                return 0
+            return version
 
     def _check_schema(self) -> set[str]:
         """The names of our tables the database holds; a table of ours with other columns is refused (a foreign
@@ -204,7 +354,7 @@ class Store:
             failure = _store_failure(self.location, e)
             if failure is None:
                 raise
-            raise failure from None
+            raise HwnasError(scrub(str(failure), self._url)) from None
 
     def _session(self) -> Session:
         return Session(self.engine)
@@ -429,9 +579,12 @@ def iter_unique(items: Iterable[str]) -> Iterator[str]:
 __all__ = [
     "CSV_COLUMNS",
     "LOCK_TIMEOUT_S",
+    "SCHEMA_VERSION",
     "Store",
+    "display_url",
     "iter_unique",
     "open_store",
     "read_csv_rows",  # lives in hwnas.files (the one CSV reader); kept here for callers that import it from the store
+    "scrub",
     "store_url",
 ]

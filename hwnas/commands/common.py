@@ -45,9 +45,10 @@ def run_dir_option(f):
 
 def store_option(f):
     return click.option(
-        "--store", "store_url", default=None, metavar="PATH|URL",
+        "--store", "store_url", default=None, metavar="PATH|URL", envvar="HWNAS_STORE",
         help="Measurement store: an SQLite file or a database URL (postgresql+psycopg://...). "
-        "Default: RUN_DIR/measurements.db.",
+        "Default: $HWNAS_STORE if set (keeps a URL with a password out of shell history), else RUN_DIR/measurements.db. "
+        "A password in the URL is never shown.",
     )(f)
 
 
