@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from hwnas.errors import HwnasError, quote
-from hwnas.files import atomic_write
+from hwnas.files import atomic_write, read_json
 from hwnas.measurement import TARGETS, shape_from_str
 from hwnas.profilers.tensorrt_engine import ENGINE_FILE
 
@@ -70,10 +70,7 @@ def read_manifest(path: str | Path) -> dict[str, Any]:
     f = folder / MANIFEST_FILE
     if not f.is_file():
         raise HwnasError(f"no {MANIFEST_FILE} in {folder}; validate takes a folder written by `hwnas export`")
-    try:
-        manifest = json.loads(f.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise HwnasError(f"{f} is not valid JSON ({e}); re-export the bundle with `hwnas export`") from None
+    manifest = read_json(f, MANIFEST_FILE, "re-export the bundle with `hwnas export`")
     if not isinstance(manifest, dict) or manifest.get("format") != BUNDLE_FORMAT:
         raise HwnasError(f"{f} is not an hwnas bundle manifest (format {BUNDLE_FORMAT!r} expected)")
     missing = [k for k in ("space", "arch", "input_shape", "files") if k not in manifest]

@@ -2,7 +2,6 @@
 samples from a dataset. Public so that a notebook does what `hwnas export --from-search --dataset` does."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -10,6 +9,7 @@ import numpy as np
 
 from hwnas.data import load_dataset
 from hwnas.errors import HwnasError, quote
+from hwnas.files import read_json
 from hwnas.measurement import shape_from_str, shape_to_str
 
 #: real samples taken from a dataset's test split at most (parity, int8 calibration and accuracy)
@@ -23,13 +23,7 @@ def read_search_result(path: str | Path) -> dict[str, Any]:
     A missing or malformed file is one HwnasError, and so is a `search --tabular` result: its budget and
     accuracy are the published table's (another device, trained weights), so they must not be carried into a
     bundle measured here."""
-    p = Path(path)
-    if not p.is_file():
-        raise HwnasError(f"no search result at {path}; give the JSON written by `hwnas search --json`")
-    try:
-        result = json.loads(p.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise HwnasError(f"{path} is not valid JSON ({e}); give the JSON written by `hwnas search --json`") from None
+    result = read_json(path, "search result", "give the JSON written by `hwnas search --json`")
     if isinstance(result, dict) and isinstance(result.get("result"), dict):
         result = result["result"]
     if isinstance(result, dict) and "budgets" not in result and "budget_ms" in result:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import errno
+import json
 import os
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
@@ -53,6 +54,18 @@ def read_csv_rows(path: str | Path) -> list[dict[str, str]]:
     if not rows:
         raise HwnasError(f"{quote(str(path))} has a header but no rows (or is empty)")
     return rows
+
+
+def read_json(path: str | Path, what: str, give: str) -> Any:
+    """The JSON value in the file at `path`; a missing or malformed file is one HwnasError naming `what` it should
+    be and ending with what to `give` instead (e.g. "give the JSON written by `hwnas search --json`")."""
+    p = Path(path)
+    if not p.is_file():
+        raise HwnasError(f"no {what} at {str(path)[:200]}; {give}")
+    try:
+        return json.loads(p.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise HwnasError(f"{str(path)[:200]} is not valid JSON ({str(e)[:200]}); {give}") from None
 
 
 def is_number(text: object) -> bool:

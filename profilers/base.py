@@ -14,6 +14,7 @@ from hwnas.profilers.energy import analytical_energy_mj, best_meter
 from hwnas.profilers.fingerprint import device_id, host_fingerprint
 from hwnas.profilers.timing import TimingProtocol, summarise, time_runs
 from hwnas.registry import Registry
+from hwnas.spaces.analysis import profile_model
 from hwnas.versions import library_versions
 
 BACKENDS: Registry = Registry("backend")
@@ -93,8 +94,6 @@ class Backend(ABC):
         """A Measurement from timed runs. `energy` is (mJ per inference, method) from a meter; without one the
         analytical estimate from the model's MACs and memory traffic is used, so every device has an energy target."""
         if energy is None and model is not None:
-            from hwnas.spaces.analysis import profile_model
-
             prof = profile_model(model, input_shape)
             energy = (batch * analytical_energy_mj(prof.macs, prof.activation_bytes), "analytical-45nm")
         energy_mj, method = energy or (None, None)

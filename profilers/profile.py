@@ -47,7 +47,6 @@ def _measure(space, arch, backend, input_shape=None, batch=1, protocol=None, sto
             return stored[0], False
     space.check_fits(shape, batch, arch)  # the batch of inputs too, before anything is built or allocated
     torch.manual_seed(0)  # the same weights for the same arch (timing should not depend on them, but be sure)
-    space.check_fits(shape, batch, arch)  # one line naming the limit, before inputs of this batch are allocated
     m = backend.measure(space.build(arch, shape), shape, batch, protocol)
     m.arch, m.space = arch_string, space.spec
     check_measurement(m)  # a NaN from the backend stops here, before a device row is written

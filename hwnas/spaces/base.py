@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from hwnas.errors import HwnasError, quote
+from hwnas.spaces.analysis import profile_model
 from hwnas.spaces.registry import SPACES
 
 #: what a space may declare beyond the minimum, and what each means
@@ -349,8 +350,6 @@ class SearchSpace(ABC):
         BatchNorm, pooling and global pooling; what the FLOPs-stratified sampler, the analytic encodings and the
         export manifest's `macs` use. "benchmark": NAS-Bench-201's count, Conv2d and Linear only with the bias
         included, so figures join published tables."""
-        from hwnas.spaces.analysis import profile_model
-
         check_convention(convention)
         shape = self.check_input_shape(input_shape or self.default_input_shape)
         self.check_fits(shape, 1, arch)
