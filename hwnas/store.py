@@ -41,7 +41,7 @@ from sqlalchemy.exc import ArgumentError, DatabaseError, IntegrityError, Operati
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
 from hwnas.errors import HwnasError, quote
-from hwnas.files import atomic_write, read_csv_rows, read_wide_csv
+from hwnas.files import atomic_write, read_wide_csv
 from hwnas.measurement import Measurement, check_measurement, check_value, shape_from_str, shape_to_str
 from hwnas.spaces import get_space
 
@@ -584,7 +584,6 @@ __all__ = [
     "display_url",
     "iter_unique",
     "open_store",
-    "read_csv_rows",  # lives in hwnas.files (the one CSV reader); kept here for callers that import it from the store
     "scrub",
     "store_url",
 ]

@@ -85,7 +85,6 @@ def profile_space(
     input_shape: Sequence[int] | None = None,
     batch: int = 1,
     protocol: TimingProtocol | None = None,
-    progress: bool | None = None,
     archs: Sequence[Arch] | None = None,
     reporter: Reporter | None = None,
 ) -> ProfileSummary:
@@ -95,8 +94,7 @@ def profile_space(
     deterministic function of the seed (and, for active, of what is stored), so rerunning after an interruption
     measures only what is missing, and a larger `samples` extends the store. `archs` names the list instead (each
     measured unless stored). `measured_now` counts rows this call inserted: under two concurrent profilers of one
-    store, a row the other stored first is not counted. Progress goes to `reporter` (default: silent); `progress`
-    is accepted for old callers and ignored."""
+    store, a row the other stored first is not counted. Progress goes to `reporter` (default: silent)."""
     if not archs and sampler not in SAMPLERS:
         raise HwnasError(f"unknown sampler {quote(sampler)}; accepted: {', '.join(SAMPLERS.names())}")
     shape = space.check_input_shape(input_shape or space.default_input_shape)
