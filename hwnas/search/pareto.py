@@ -62,6 +62,8 @@ class ParetoResult:
     study_name: str = ""
     storage: str | None = None
     failed_trials: int = 0
+    #: objectives/budgets that are this device's predictions (device mode): exported points carry them
+    device_metrics: list[str] = field(default_factory=list)
 
     def front_values(self) -> np.ndarray:
         return np.array([[p.values[n] for n in self.objectives] for p in self.front], np.float64).reshape(
@@ -90,10 +92,13 @@ class ParetoResult:
         return out.getvalue()
 
     def point_result(self, k: int) -> dict[str, Any]:
-        """Front point `k` as a search result `hwnas export --from-search` reads: space, arch, the budgets, and
-        the objectives under "front_values" (not "predicted": a table value is another device's)."""
+        """Front point `k` as a search result `hwnas export --from-search` reads: space, arch, and for the metrics
+        predicted for this device (`device_metrics`) the prediction and budget; every objective under
+        "front_values" (a table's latency is another device's, so it is never carried as "predicted")."""
         p = self.front[k]
-        return {"space": self.space, "arch": p.arch, "budgets": dict(self.constraints), "predicted": {},
+        mine = [m for m in self.device_metrics if m in p.metrics]
+        return {"space": self.space, "arch": p.arch, "predicted": {m: p.metrics[m] for m in mine},
+                "budgets": {m: v for m, v in self.constraints.items() if m in mine},
                 "test_accuracy": None, "front_index": k, "front_values": p.values, "strategy": self.strategy}
 
     def save(self, run_dir: str | Path, plot: bool = True) -> dict[str, str]:
