@@ -56,7 +56,7 @@ from hwnas.spaces.base import Arch, SearchSpace
 DIRECTIONS = {"accuracy": "maximize", "error": "minimize", "latency_ms": "minimize", "energy_mj": "minimize",
               "introspectability": "maximize", "params": "minimize", "flops": "minimize", "proxy": "maximize"}
 #: the user attributes each trial carries
-ARCH_ATTR, METRICS_ATTR, CONSTRAINTS_ATTR = "arch", "metrics", "constraints"
+ARCH_ATTR, METRICS_ATTR, CONSTRAINTS_ATTR, WORKER_ATTR = "arch", "metrics", "constraints", "worker"
 
 Metric = Callable[[Arch], float]
 
@@ -187,14 +187,15 @@ def arch_of(trial: FrozenTrial, space: SearchSpace) -> Arch:
 
 class TrialObjective:
     """The function `study.optimize` calls: suggest an architecture, evaluate the objectives, store the
-    constraint values (metric - limit) and every metric on the trial."""
+    constraint values (metric - limit), every metric and the worker's number on the trial."""
 
-    def __init__(self, spec: StudySpec):
-        self.spec, self.space = spec, get_space(spec.space)
+    def __init__(self, spec: StudySpec, worker: int = 0):
+        self.spec, self.space, self.worker = spec, get_space(spec.space), worker
 
     def __call__(self, trial: Trial) -> list[float]:
         arch = suggest_arch(trial, self.space)
         trial.set_user_attr(ARCH_ATTR, self.space.to_string(arch))
+        trial.set_user_attr(WORKER_ATTR, self.worker)
         metrics = {o.name: float(o.fn(arch)) for o in self.spec.objectives}
         for c in self.spec.constraints:
             if c.name not in metrics:
@@ -252,7 +253,7 @@ def optimize_worker(spec: StudySpec, trials: int, worker: int = 0, storage=None)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     sampler = MO_STRATEGIES.get(spec.strategy)(spec, spec.seed + worker)
     study = load_study(spec, sampler, storage)
-    study.optimize(TrialObjective(spec), n_trials=trials, catch=())
+    study.optimize(TrialObjective(spec, worker), n_trials=trials, catch=())
     return trials
 
 
@@ -269,11 +270,17 @@ def inline_executor(spec: StudySpec, trials_per_worker: list[int], storage=None)
 
 @register_executor("process")
 def process_executor(spec: StudySpec, trials_per_worker: list[int], storage=None) -> None:
-    """One spawned process per worker (spawn, not fork: torch and SQLAlchemy connections do not survive a fork).
-    Needs a storage URL every process can open."""
+    """One process per worker, started by a fork server that has imported hwnas once (Python 3.14's default on
+    Linux; spawn where there is no fork server): not plain fork, as torch's thread pools and open database
+    connections do not survive a fork, and not a spawn per worker, as each would import torch again. Needs a
+    storage URL every process can open."""
     if spec.storage is None:
         raise HwnasError("several worker processes need a study storage URL (sqlite:///FILE or PostgreSQL)")
-    context = multiprocessing.get_context("spawn")
+    if "forkserver" in multiprocessing.get_all_start_methods():
+        context = multiprocessing.get_context("forkserver")
+        context.set_forkserver_preload([__name__])
+    else:
+        context = multiprocessing.get_context("spawn")
     with context.Pool(len(trials_per_worker)) as pool:
         pool.starmap(optimize_worker, [(spec, n, w) for w, n in enumerate(trials_per_worker)])
 
