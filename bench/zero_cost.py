@@ -30,6 +30,7 @@ import numpy as np
 import torch
 from scipy.stats import kendalltau, spearmanr
 
+from hwnas.predictors import encode_archs, get_predictor
 from hwnas.search.zero_cost import DEFAULT_PROXIES, LearnedCombination, cifar_batch, score, vote
 from hwnas.spaces import get_space
 
@@ -64,38 +65,44 @@ def cell_order(space, seed: int = 0) -> list[int]:
     return [int(i) for i in np.random.default_rng(seed).permutation(space.size())]
 
 
-def csv_path(worker: int, quick: bool) -> Path:
-    return RESULTS / (f"zero_cost_quick.{worker}.csv" if quick else f"zero_cost_scores.{worker}.csv")
+def csv_path(worker: int, quick: bool, tier: str) -> Path:
+    stem = "zero_cost_quick" if quick else "zero_cost_scores" if tier == "core" else "zero_cost_extra"
+    return RESULTS / f"{stem}.{worker}.csv"
 
 
 def read_scores(quick: bool) -> dict[int, dict[str, float]]:
+    """Every scored cell, the core and extra tiers' rows merged by index (NaN: not computed)."""
     rows: dict[int, dict[str, float]] = {}
-    pattern = "zero_cost_quick.*.csv" if quick else "zero_cost_scores.*.csv"
-    for path in sorted(RESULTS.glob(pattern)):
+    patterns = ("zero_cost_quick.*.csv",) if quick else ("zero_cost_scores.*.csv", "zero_cost_extra.*.csv")
+    for path in sorted(p for pattern in patterns for p in RESULTS.glob(pattern)):
         with open(path, newline="") as f:
             for row in csv.DictReader(f):
                 try:
-                    rows[int(row["index"])] = {k: float(v) if v != "" else np.nan
-                                               for k, v in row.items() if k not in ("index", "arch")}
+                    values = {k: float(v) if v not in ("", None) else np.nan
+                              for k, v in row.items() if k not in ("index", "arch")}
+                    merged = rows.setdefault(int(row["index"]), {})
+                    merged.update({k: v for k, v in values.items() if not np.isnan(v) or k not in merged})
                 except (ValueError, TypeError):  # a line cut by an interruption: rescored on the next run
                     continue
     return rows
 
 
 def score_cells(args) -> None:
+    """One worker's share of one tier: "core" (every proxy but EXTRA, on --cells cells) or "extra" (EXTRA, on the
+    first --extra-cells of them); --quick scores everything on every cell."""
     torch.set_num_threads(1)
     space = get_space("nb201", N=1 if args.quick else 5)
     batch = cifar_batch(shared_data() / "cifar10" / "cifar-10-batches-py", args.batch, seed=0)
     done = read_scores(args.quick)
-    order = cell_order(space)[:args.cells]
-    extra = set(order[:args.extra_cells])
-    todo = [i for i in order if i not in done][args.worker::args.workers]
-    path = csv_path(args.worker, args.quick)
+    proxies = MEASURED if args.quick else CORE if args.tier == "core" else EXTRA
+    order = cell_order(space)[:args.cells if args.tier == "core" else args.extra_cells]
+    todo = [i for i in order if np.isnan(done.get(i, {}).get(proxies[0], np.nan))][args.worker::args.workers]
+    path = csv_path(args.worker, args.quick, args.tier)
     path.parent.mkdir(parents=True, exist_ok=True)
     fields = ["index", "arch", *MEASURED, "flops", "params", *(f"s_{p}" for p in MEASURED),
               "s_shared_forward", "s_shared_backward", "s_total"]
     new = not path.exists()
-    print(f"worker {args.worker}: {len(done)} cells scored, {len(todo)} to do -> {path}", flush=True)
+    print(f"{args.tier} worker {args.worker}: {len(todo)} cells to do -> {path}", flush=True)
     with open(path, "a", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=fields, restval="")
         if new:
@@ -106,15 +113,15 @@ def score_cells(args) -> None:
             model = space.build(arch)
             timings: dict[str, float] = {}
             start = time.perf_counter()
-            values = score(model, batch, MEASURED if index in extra else CORE, seed=0, timings=timings)
+            values = score(model, batch, proxies, seed=0, timings=timings)
             profile = space.profile(arch)
             row = {"index": index, "arch": space.to_string(arch), **values, "flops": profile.macs,
                    "params": profile.params, **{f"s_{k}": v for k, v in timings.items()},
-                   "s_total": time.perf_counter() - start}
-            writer.writerow(row)
+                   "s_total" if args.tier == "core" else "s_extra_total": time.perf_counter() - start}
+            writer.writerow({k: v for k, v in row.items() if k in fields})
             f.flush()
             if n % 10 == 0:
-                print(f"worker {args.worker}: {n}/{len(todo)} ({row['s_total']:.1f} s last cell)", flush=True)
+                print(f"{args.tier} worker {args.worker}: {n}/{len(todo)}", flush=True)
 
 
 # --- analysis -------------------------------------------------------------------------------------------------
@@ -163,24 +170,32 @@ def analyse(quick: bool) -> dict:
             **{name: correlations(values[under], targets["cifar10"][under])["spearman"]
                for name, values in columns.items()}}
     features = np.column_stack([table[p] for p in (*CORE, "flops", "params")])
+    space = get_space("nb201")
+    encodings = encode_archs(space, [space.arch_at(int(i)) for i in index], "onehot")
     for k in KS:
         if k + 10 > len(index):
             continue
-        result["learned"][k] = learned_runs(features, targets["cifar10"], k)
+        result["learned"][k] = learned_runs(features, targets["cifar10"], k, encodings)
     return result
 
 
-def learned_runs(features: np.ndarray, target: np.ndarray, k: int, draws: int = 10) -> dict[str, float]:
-    """Fit on k random labelled cells, test on all the others; mean over draws per method."""
+def learned_runs(features: np.ndarray, target: np.ndarray, k: int, encodings: np.ndarray,
+                 draws: int = 10) -> dict[str, float]:
+    """Fit on k random labelled cells, test on all the others; mean rho over draws per method. "renas" is the
+    ReNAS predictor (pairwise ranking loss) on the one-hot encoding plus the proxies' pool quantiles."""
     out: dict[str, list[float]] = {}
-    for method in LearnedCombination.METHODS:
-        for draw in range(draws):
-            rng = np.random.default_rng(draw)
-            labelled = rng.choice(len(target), size=k, replace=False)
-            rest = np.setdiff1d(np.arange(len(target)), labelled)
+    quantiles = LearnedCombination().fit(features[:2], target[:2], pool=features)._features(features)
+    for draw in range(draws):
+        rng = np.random.default_rng(draw)
+        labelled = rng.choice(len(target), size=k, replace=False)
+        rest = np.setdiff1d(np.arange(len(target)), labelled)
+        for method in LearnedCombination.METHODS:
             model = LearnedCombination(method=method, seed=draw).fit(features[labelled], target[labelled],
                                                                       pool=features)
             out.setdefault(method, []).append(spearmanr(model.predict(features[rest]), target[rest])[0])
+        X = np.hstack([encodings, quantiles])
+        renas = get_predictor("renas", seed=draw, epochs=200).fit(X[labelled], target[labelled])
+        out.setdefault("renas", []).append(spearmanr(renas.predict(X[rest]), target[rest])[0])
     return {m: float(np.mean(v)) for m, v in out.items()}
 
 
@@ -212,6 +227,8 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--cells", type=int, default=1000)
     ap.add_argument("--batch", type=int, default=8, help="CIFAR-10 images per proxy batch")
     ap.add_argument("--extra-cells", type=int, default=150, help=f"cells that also get {', '.join(EXTRA)}")
+    ap.add_argument("--tier", choices=("core", "extra"), default="core",
+                    help=f"core: every proxy but {', '.join(EXTRA)} on --cells; extra: those on --extra-cells")
     ap.add_argument("--workers", type=int, default=1, help="scoring processes in all (each its own CSV)")
     ap.add_argument("--worker", type=int, default=0, help="which of them this is (0-based)")
     ap.add_argument("--analyse", action="store_true", help="only analyse what is scored so far")
@@ -226,7 +243,7 @@ def main() -> None:
     args = parse_args()
     if not args.analyse:
         score_cells(args)
-    if args.worker == 0:
+    if args.worker == 0 and args.tier == "core":
         result = analyse(args.quick)
         print_tables(result)
         out = RESULTS / ("zero_cost_quick.json" if args.quick else "zero_cost.json")

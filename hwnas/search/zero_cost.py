@@ -26,11 +26,13 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+from scipy.stats import rankdata
 from torch import nn
 
 from hwnas.data import _read_cifar_batch
 from hwnas.errors import HwnasError
 from hwnas.registry import Registry
+from hwnas.spaces import get_space
 from hwnas.spaces.analysis import profile_model
 
 PROXIES: Registry = Registry("zero-cost proxy")
@@ -476,8 +478,6 @@ def params(ctx: ProxyContext) -> float:
 # --- combinations ---------------------------------------------------------------------------------------------
 def ranks(values: Sequence[float]) -> np.ndarray:
     """Ranks 1..n (ties averaged; NaN ranks lowest)."""
-    from scipy.stats import rankdata
-
     v = np.asarray(values, np.float64)
     v = np.where(np.isfinite(v), v, -np.inf)
     return rankdata(v, method="average")
@@ -548,3 +548,46 @@ class LearnedCombination:
         if self.method == "pairwise":
             return F_ @ self.model.coef_.ravel()
         return self.model.predict(F_)
+
+
+@dataclass
+class ProxyMetric:
+    """A picklable `arch -> float` for multi-objective search (an accuracy objective without training): the sum of
+    the named proxies of the architecture's freshly built network (seeded). `data`: a CIFAR-10 python-format folder
+    (None: seeded Gaussian images of the space's default input shape, labels 0..9). For several proxies on
+    different scales prefer one proxy per objective, or `vote` over a pool."""
+
+    space: str
+    proxies: tuple[str, ...] = ("az_expressivity",)
+    data: str | None = None
+    batch_size: int = 16
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        for name in self.proxies:
+            PROXIES.get(name)
+        self._cache: tuple[Any, tuple[torch.Tensor, torch.Tensor]] | None = None
+
+    def _loaded(self):
+        if self._cache is None:
+            space = get_space(self.space)
+            if self.data is not None:
+                batch = cifar_batch(self.data, self.batch_size, self.seed)
+            else:
+                g = torch.Generator().manual_seed(self.seed)
+                shape = (self.batch_size, *space.default_input_shape)
+                batch = (torch.randn(shape, generator=g), torch.arange(self.batch_size) % 10)
+            self._cache = (space, batch)
+        return self._cache
+
+    def __call__(self, arch) -> float:
+        space, batch = self._loaded()
+        arch = space.from_string(arch) if isinstance(arch, str) else arch
+        torch.manual_seed(self.seed)
+        model = space.build(arch, tuple(batch[0].shape[1:]))
+        return float(sum(score(model, batch, self.proxies, seed=self.seed).values()))
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state["_cache"] = None
+        return state
