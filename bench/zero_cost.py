@@ -201,12 +201,13 @@ def learned_runs(features: np.ndarray, target: np.ndarray, k: int, encodings: np
 
 def print_tables(r: dict) -> None:
     print(f"\nNAS-Bench-201, {r['cells']} random cells: Spearman rho (Kendall tau) vs test accuracy")
-    print(f"{'proxy':22s} {'cifar10':>16s} {'cifar100':>16s} {'imagenet16':>16s} {'published c10':>14s} {'s/cell':>7s}")
+    print(f"{'proxy':22s} {'cells':>5s} {'cifar10':>16s} {'cifar100':>16s} {'imagenet16':>16s} {'published c10':>14s} "
+          f"{'s/cell':>7s}")
     for name, row in r["per_proxy"].items():
         cells = " ".join(f"{row[d]['spearman']:7.3f} ({row[d]['kendall']:5.3f})" for d in DATASETS)
         pub = row["published_cifar10"]
         secs = r["seconds"].get(name)
-        print(f"{name:22s} {cells} {'' if pub is None else f'{pub:.3f}':>14s} "
+        print(f"{name:22s} {row['cifar10']['n']:5d} {cells} {'' if pub is None else f'{pub:.3f}':>14s} "
               f"{'' if secs is None else f'{secs:.3f}':>7s}")
     print(f"shared passes: forward {r['seconds']['shared_forward']:.3f} s, backward "
           f"{r['seconds']['shared_backward']:.3f} s; whole cell {r['seconds']['total']:.2f} s")
