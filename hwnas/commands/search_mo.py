@@ -22,9 +22,10 @@ def mo_options(f):
                      help="nsga2/evolution/random: worker processes searching one study together."),
         click.option("--population", default=20, show_default=True, type=click.IntRange(min=2),
                      help="nsga2/evolution: population size."),
-        click.option("--accuracy", "accuracy_source", default="train", show_default=True, metavar="train|PATH",
+        click.option("--accuracy", "accuracy_source", default="train", show_default=True, metavar="train|proxy:NAME|PATH",
                      help="nsga2/evolution/random (device mode): accuracy objective from a short training (--epochs "
-                     "on --dataset), an accuracy .csv table (nb201) or an accuracy predictor file."),
+                     "on --dataset), zero-cost proxies (proxy:naswot, proxy:synflow+naswot, ...), an accuracy .csv "
+                     "table (nb201) or an accuracy predictor file."),
         click.option("--study-storage", default=None, metavar="URL",
                      help="nsga2/evolution/random: Optuna storage of the study (sqlite:///FILE or a PostgreSQL URL; "
                      "default sqlite:///RUN_DIR/study.db)."),

@@ -11,7 +11,8 @@ Where each objective's value comes from:
   (the table plays the device); energy_mj and introspectability have no table and are refused.
 - device mode: latency_ms / energy_mj = cost predictors of this device (`hwnas.search.api.resolve_cost_predictor`:
   a file from `hwnas fit`, or fitted now on the store's measurements and saved to RUN_DIR/predictors/); accuracy =
-  `accuracy`: "train" (test accuracy after `epochs` epochs on `dataset`), a .csv table (the oracle, for nb201
+  `accuracy`: "train" (test accuracy after `epochs` epochs on `dataset`), "proxy:NAME[+NAME]" (zero-cost proxies
+  of hwnas.search.zero_cost on a freshly built network; CIFAR-10 images when `dataset` is a folder), a .csv table (the oracle, for nb201
   spaces) or a predictor file (an accuracy predictor); introspectability = class separation after the same short
   training (hwnas.search.introspectability); when it is an objective and captum is installed, RUN_DIR/
   attributions.png shows Integrated Gradients maps of the front's two extremes.
@@ -43,6 +44,7 @@ from hwnas.search.multi_objective import (
 )
 from hwnas.search.objectives import PredictorMetric, ShortTrainingMetric, TableMetric
 from hwnas.search.pareto import ParetoResult
+from hwnas.search.zero_cost import ProxyMetric, proxy_names
 from hwnas.spaces import get_space
 from hwnas.store import open_store
 
@@ -115,6 +117,13 @@ def _tabular_metrics(o: MultiObjectiveOptions) -> dict[str, Any]:
 
 
 def _accuracy_metric(o: MultiObjectiveOptions, space: str):
+    if o.accuracy.startswith("proxy:"):  # i10a's zero-cost proxies: higher is better, no training
+        names = tuple(n for n in o.accuracy[len("proxy:"):].split("+") if n)
+        if not names:
+            raise HwnasError(f"--accuracy {quote(o.accuracy)} names no proxy; accepted: proxy:NAME[+NAME...] with "
+                             f"names from {', '.join(proxy_names())}")
+        folder = Path(o.dataset)
+        return ProxyMetric(space, names, data=str(folder) if folder.is_dir() else None, seed=o.seed)
     if o.accuracy == "train":
         return ShortTrainingMetric("accuracy", space, o.dataset, o.epochs, o.limit, o.seed)
     if o.accuracy.endswith(".csv"):
@@ -123,11 +132,13 @@ def _accuracy_metric(o: MultiObjectiveOptions, space: str):
         return TableMetric(o.accuracy, o.accuracy_column, "nb201")
     if is_predictor_file(o.accuracy):
         return PredictorMetric(str(Path(o.accuracy).resolve()), space)
-    raise HwnasError(f"--accuracy {quote(o.accuracy)} is not accepted; accepted: train (short training), a .csv "
-                     "accuracy table (nb201) or an accuracy predictor file (.npz)")
+    raise HwnasError(f"--accuracy {quote(o.accuracy)} is not accepted; accepted: train (short training), "
+                     "proxy:NAME[+NAME...] (zero-cost proxies), a .csv accuracy table (nb201) or an accuracy predictor "
+                     "file (.npz)")
 
 
-def _cost_metrics(o: MultiObjectiveOptions, space, targets: list[str], report: Reporter) -> dict[str, PredictorMetric]:
+def _cost_metrics(o: MultiObjectiveOptions, space, shape, targets: list[str], report: Reporter
+                  ) -> dict[str, PredictorMetric]:
     """A PredictorMetric per cost target: the given file, or a predictor fitted now and saved in the run folder
     (workers load files, never fitted objects)."""
     if not targets:
@@ -140,12 +151,12 @@ def _cost_metrics(o: MultiObjectiveOptions, space, targets: list[str], report: R
     for t in targets:
         path = Path(specs[t])
         if t in fits:
-            fitted = resolve_cost_predictor(specs[t], t, space, None, device, store, o.seed)
+            fitted = resolve_cost_predictor(specs[t], t, space, shape, device, store, o.seed)
             path = Path(o.run_dir) / "predictors" / f"{t}.npz"
             save_predictor(fitted, path, plot=False)
             report.message(f"{t}: {specs[t]} fitted on the store's measurements, saved to {path}")
         else:
-            resolve_cost_predictor(specs[t], t, space, None, device, None, o.seed)  # checks space and target
+            resolve_cost_predictor(specs[t], t, space, shape, device, None, o.seed)  # checks space and target
         out[t] = PredictorMetric(str(path.resolve()), space.spec)
     return out
 
@@ -157,10 +168,11 @@ def build_spec(o: MultiObjectiveOptions, report: Reporter | None = None) -> tupl
     if o.tabular:
         metrics, device_metrics, space = _tabular_metrics(o), [], "nb201"
     else:
-        sp = get_space(o.space, classes=load_dataset(o.dataset, seed=o.seed, limit=o.limit).num_classes)
+        data = load_dataset(o.dataset, seed=o.seed, limit=o.limit)
+        sp = get_space(o.space, classes=data.num_classes)
         space = sp.spec
         targets = [t for t in COST_TARGETS if t in o.objectives or t in budgets]
-        metrics = dict(_cost_metrics(o, sp, targets, report))
+        metrics = dict(_cost_metrics(o, sp, sp.check_input_shape(data.input_shape), targets, report))
         device_metrics = list(metrics)
         if "accuracy" in o.objectives:
             metrics["accuracy"] = _accuracy_metric(o, space)
