@@ -73,25 +73,42 @@ def nsga2_values(device: str, queries: int, seed: int, population: int) -> np.nd
     return np.array([[p.values["accuracy"], p.values["latency_ms"]] for p in points])
 
 
+def device_runs(device: str, args) -> list[dict]:
+    """Every (seed, budget, method) row of one device."""
+    truth = Truth(device)
+    budgets, rows = sorted(args.budgets), []
+    for seed in range(args.seeds):
+        started = time.perf_counter()
+        found = nsga2_values(device, budgets[-1], seed, args.population)
+        seconds = time.perf_counter() - started
+        rng = np.random.default_rng(1000 + seed)
+        uniform = truth.values[rng.integers(0, len(truth.values), size=budgets[-1])]
+        for b in budgets:
+            rows.append({"device": device, "seed": seed, "queries": b, "method": "nsga2",
+                         "unique": len({tuple(v) for v in found[:b]}), **truth.measure(found[:b]),
+                         "seconds": seconds})
+            rows.append({"device": device, "seed": seed, "queries": b, "method": "random",
+                         **truth.measure(uniform[:b])})
+    print(f"{device}: true front {len(truth.front)} points", flush=True)
+    return rows
+
+
 def run(args) -> dict:
+    """All devices; each device's rows are cached in bench/results/front_cache/ (keyed by the settings), so an
+    interrupted run resumes and devices can run in separate processes (--devices)."""
     devices = args.devices or device_columns()
     budgets = sorted(args.budgets)
+    cache = ROOT / "bench" / "results" / "front_cache"
+    cache.mkdir(parents=True, exist_ok=True)
     rows = []
     for device in devices:
-        truth = Truth(device)
-        for seed in range(args.seeds):
-            started = time.perf_counter()
-            found = nsga2_values(device, budgets[-1], seed, args.population)
-            seconds = time.perf_counter() - started
-            rng = np.random.default_rng(1000 + seed)
-            uniform = truth.values[rng.integers(0, len(truth.values), size=budgets[-1])]
-            for b in budgets:
-                rows.append({"device": device, "seed": seed, "queries": b, "method": "nsga2",
-                             "unique": len({tuple(v) for v in found[:b]}), **truth.measure(found[:b]),
-                             "seconds": seconds})
-                rows.append({"device": device, "seed": seed, "queries": b, "method": "random",
-                             **truth.measure(uniform[:b])})
-        print(f"{device}: true front {len(truth.front)} points", flush=True)
+        key = cache / f"{device}-s{args.seeds}-p{args.population}-b{'_'.join(map(str, budgets))}.json"
+        if key.is_file():
+            rows += json.loads(key.read_text())
+            continue
+        found = device_runs(device, args)
+        key.write_text(json.dumps(found))
+        rows += found
     return {"devices": devices, "budgets": budgets, "seeds": args.seeds, "population": args.population,
             "reference": REFERENCE.tolist(), "runs": rows, "summary": summarise(rows, devices, budgets)}
 
