@@ -133,6 +133,14 @@ def test_wrong_token_is_401_at_the_agent_and_one_line_exit_2_at_the_client(agent
     assert not store.exists()  # refused before the store was opened
 
 
+class Quiet404(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        self.send_error(404)
+
+    def log_message(self, *args):
+        pass
+
+
 def test_unreachable_and_too_old_agents_are_one_line_exit_2(token_file, tmp_path):
     base = ["profile", "--backend", "remote", "--token-file", str(token_file), "--space", SPACE, "--input-shape",
             "1x8x8", "--samples", "1", "--store", str(tmp_path / "m.db")]
@@ -140,7 +148,7 @@ def test_unreachable_and_too_old_agents_are_one_line_exit_2(token_file, tmp_path
     assert down.exit_code == 2 and "cannot reach the agent" in down.output
     assert len(down.output.strip().splitlines()) == 1
     # a web server that is not (or predates) an agent API v1: 404 on /v1/health
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), http.server.SimpleHTTPRequestHandler)
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Quiet404)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
         old = CliRunner().invoke(cli, [*base, "--agent", f"http://127.0.0.1:{server.server_address[1]}"])
