@@ -185,11 +185,11 @@ def test_a_fleet_with_an_agent_killed_partway_still_stores_every_cell_once(agent
     assert all(m.extra["agent"] in (agents[0].url, agents[2].url) for m in stored)
 
 
-def test_a_fleet_on_ray_gives_the_same_rows_and_search_repairs_against_the_agent(agents, token_file, tmp_path):
-    pytest.importorskip("ray", reason="the ray executor needs Ray: install .[distributed]")
+def test_a_fleet_on_ray_gives_the_same_rows_and_search_repairs_against_the_agent(agents, token_file, tmp_path,
+                                                                                  ray_local):
     store = Store(tmp_path / "ray.db")
     summary = profile_fleet(get_space(SPACE), fleet(agents, token_file)[:2], store, CELLS, input_shape=SHAPE,
-                            protocol=TimingProtocol.quick(), executor="ray", num_cpus=2)
+                            protocol=TimingProtocol.quick(), executor="ray")
     stored = rows(store, summary.profile.device)
     assert len(stored) == CELLS and {m.arch for m in stored} == expected_cells()
     assert all(a["measured"] > 0 and a["state"] == "ok" for a in summary.agents)  # both agents took work
