@@ -20,7 +20,10 @@ from hwnas.profilers.remote import AGENT_ENV, TOKEN_FILE_ENV
 
 @click.group()
 def agent() -> None:
-    """Serve this device's backend to hwnas on other machines (`serve`), and make a token for it (`token`)."""
+    """Serve this device's backend to hwnas on other machines, and make a token for it.
+
+    On the device: `hwnas agent token FILE`, then `hwnas agent serve --token-file FILE --host 0.0.0.0`. Elsewhere:
+    `hwnas profile --backend remote --agent http://DEVICE:8765 --token-file FILE` (or --fleet fleet.toml)."""
 
 
 def parse_cpus(text: str | None) -> set[int] | None:
