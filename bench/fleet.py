@@ -109,13 +109,6 @@ def main() -> None:
     token_file.write_text(secrets.token_urlsafe(32))
     token_file.chmod(0o600)
 
-    local = get_backend("onnxruntime-cpu", threads=1)
-    local_store = Store(folder / "local.db")
-    started = time.perf_counter()
-    profile_space(space, local, local_store, n_cells, archs=cells, input_shape=shape, protocol=protocol)
-    local_s = time.perf_counter() - started
-    local_ms = {m.arch: m.latency_ms for m in local_store.measurements()}
-
     executors = [e for e in args.executors.split(",") if e]
     rows, remote_ms, notes, ray_start_s = [], {}, [], None
     with agents(4, token_file, folder) as urls:
@@ -132,6 +125,13 @@ def main() -> None:
                     remote_ms = {m.arch: m.latency_ms for m in measured}
                     remote_1_s = seconds
                 print(rows[-1], flush=True)
+        # local last, in a warm process, with the agents idle: the same cells and protocol as the 1-agent run
+        local = get_backend("onnxruntime-cpu", threads=1)
+        local_store = Store(folder / "local.db")
+        started = time.perf_counter()
+        profile_space(space, local, local_store, n_cells, archs=cells, input_shape=shape, protocol=protocol)
+        local_s = time.perf_counter() - started
+        local_ms = {m.arch: m.latency_ms for m in local_store.measurements()}
     for r in rows:
         one = next(x for x in rows if x["executor"] == r["executor"] and x["agents"] == 1)
         r["scaling_vs_1"] = round(r["archs_per_min"] / one["archs_per_min"], 2)
