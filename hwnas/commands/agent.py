@@ -70,7 +70,7 @@ def pin(cpus: set[int] | None) -> None:
 @click.option("--max-upload-mb", default=64.0, show_default=True, type=click.FloatRange(min=0.001),
               help="Largest request accepted (413 above it).")
 @click.option("--request-timeout", default=120.0, show_default=True, type=click.FloatRange(min=1),
-              help="Seconds a measurement may take (504 after it); also the longest a timing protocol may ask for.")
+              help="Seconds a measurement may take before the request is answered 504.")
 @click.option("--log-level", default="info", show_default=True,
               type=click.Choice(["critical", "error", "warning", "info", "debug"]))
 def serve(token_file, host, port, backend_name, threads, cpu_affinity, max_upload_mb, request_timeout, log_level):
