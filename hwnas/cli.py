@@ -25,6 +25,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "devices": ("profile", "devices", "Which backends and energy meters work on this machine, and why the others don't."),
     "profile": ("profile", "profile",
                 "Measure architectures of a space on this device and keep every measurement in the store."),
+    "agent": ("agent", "agent", "Serve this device's backend to hwnas on other machines, and make a token for it."),
     "measurements": ("profile", "measurements", "List, export and import stored measurements."),
     "fit": ("fit", "fit", "Fit a latency or energy predictor and save it (parameters and metadata, no pickles)."),
     "predict": ("fit", "predict", ("Predict latency or energy with a saved predictor, for architectures or for every "

@@ -1,7 +1,9 @@
 """Device profilers (installed as hwnas.profilers): backends, timing protocol, energy meters, samplers."""
-from hwnas.profilers import onnxruntime, torch_backend  # noqa: F401  (register backends)
+from hwnas.profilers import onnxruntime, remote, torch_backend  # noqa: F401  (register backends)
 from hwnas.profilers.base import BACKENDS, Backend, available_backends, get_backend, register_backend
 from hwnas.profilers.energy import ENERGY_METERS, EnergyMeter, register_energy_meter
+from hwnas.profilers.fleet import EXECUTORS, FleetAgent, load_fleet, profile_fleet
+from hwnas.profilers.fleet_ray import run_ray  # noqa: F401  (registers the "ray" fleet executor; ray imports lazily)
 from hwnas.profilers.lookup import lookup_from_profiling
 from hwnas.profilers.profile import ProfileSummary, measure_arch, profile_space
 from hwnas.profilers.samplers import SAMPLERS, Sampler, register_sampler, sample_archs
@@ -17,17 +19,21 @@ for _optional in ("tensorrt", "nvml"):
 __all__ = [
     "BACKENDS",
     "ENERGY_METERS",
+    "EXECUTORS",
     "PROTOCOL_NAMES",
     "SAMPLERS",
     "Backend",
     "EnergyMeter",
+    "FleetAgent",
     "ProfileSummary",
     "Sampler",
     "TimingProtocol",
     "available_backends",
     "get_backend",
+    "load_fleet",
     "lookup_from_profiling",
     "measure_arch",
+    "profile_fleet",
     "profile_space",
     "register_backend",
     "register_energy_meter",

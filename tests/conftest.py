@@ -86,3 +86,18 @@ def pytest_terminal_summary(terminalreporter):
     where = "no server given" if not url else f"server {url.split('@')[-1]}"
     terminalreporter.write_line(f"PostgreSQL-backed tests: {counts['passed']} passed, {counts['skipped']} skipped, "
                                 f"{counts['failed']} failed ({where})")
+
+
+# --- Ray ---------------------------------------------------------------------------------------------------------
+@pytest.fixture(scope="session")
+def ray_local():
+    """One local Ray instance (num_cpus=2) shared by every test that needs one: starting Ray takes seconds. The
+    executors that find Ray initialised use it and leave it running."""
+    ray = pytest.importorskip("ray", reason="needs Ray: install .[distributed]")
+    started = not ray.is_initialized()
+    if started:
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False,
+                 runtime_env={"env_vars": {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}})
+    yield ray
+    if started:
+        ray.shutdown()

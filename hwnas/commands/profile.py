@@ -5,6 +5,7 @@ from pathlib import Path
 
 import click
 
+from hwnas.commands.agent import agent_options, print_fleet, remote_settings
 from hwnas.commands.common import (
     console,
     emit_json,
@@ -25,8 +26,11 @@ from hwnas.profilers import (
     TimingProtocol,
     available_backends,
     get_backend,
+    load_fleet,
+    profile_fleet,
     profile_space,
 )
+from hwnas.profilers.fleet import select_agents
 from hwnas.spaces import get_space
 
 
@@ -85,11 +89,12 @@ def backend_options(f):
               help="Measure these architectures (canonical strings or indices, repeatable) instead of sampling.")
 @click.option("--protocol", default="quick", show_default=True, type=click.Choice(PROTOCOL_NAMES),
               help="Timing protocol: quick (profiling many), default, thorough (validating one).")
+@agent_options
 @run_dir_option
 @store_option
 @json_option
-def profile(space, input_shape, batch, backend_name, threads, samples, more, strategy, seed, archs, protocol, run_dir,
-            store_url, as_json):
+def profile(space, input_shape, batch, backend_name, threads, samples, more, strategy, seed, archs, protocol, agent_url,
+            token_file, fleet_file, device_type, executor, ray_address, run_dir, store_url, as_json):
     """Measure architectures of a space on this device and keep every measurement in the store.
 
     Each architecture is committed as soon as it is measured; rerunning the same command after an interruption
@@ -97,7 +102,13 @@ def profile(space, input_shape, batch, backend_name, threads, samples, more, str
     s = get_space(space)
     shape = s.check_input_shape(parse_shape(input_shape) if input_shape else s.default_input_shape)
     chosen = [s.parse(a) for a in archs]  # parse all first: a bad string stops before anything is measured
-    backend = get_backend(backend_name, threads=threads)
+    if fleet_file:  # every agent of one device type, one store (hwnas.profilers.fleet)
+        agents = select_agents(load_fleet(fleet_file), device_type)
+        summary = profile_fleet(s, agents, open_store(store_url, run_dir), len(chosen) or samples, strategy, seed, shape,
+                                batch, TimingProtocol.named(protocol), archs=chosen or None, reporter=reporter(as_json),
+                                executor=executor, threads=threads, **({"address": ray_address} if ray_address else {}))
+        return print_fleet(summary, as_json)
+    backend = get_backend(backend_name, threads=threads, **remote_settings(backend_name, agent_url, token_file))
     store = open_store(store_url, run_dir)
     if more is not None:  # --samples is a total; --more counts from what is stored for this key
         samples = more + len(store.measurements(device=backend.device_id(), backend=backend.name, space=s.spec,

@@ -1,7 +1,8 @@
 """Search under a hardware budget: the differentiable cost term, strategies on one supernet, budget-respecting
 discretisation with measure-and-repair, retraining, and a tabular mode for benchmarking on published data.
 `hwnas.search.api.search_device` is the whole device search (what `hwnas search` runs) as one call."""
-from hwnas.search import darts, gumbel, mean_shift, single_level, zero_cost_search  # noqa: F401  (register the strategies)
+# register the strategies, and the "ray" worker executor of multi-objective search (ray itself imports lazily)
+from hwnas.search import darts, gumbel, mean_shift, ray_workers, single_level, zero_cost_search  # noqa: F401
 from hwnas.search.api import (
     DEFAULT_SPACE,
     SearchOptions,
