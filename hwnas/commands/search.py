@@ -70,7 +70,7 @@ from hwnas.search.strategy import STRATEGIES
 @json_option
 def search(budget_ms, budget_mj, strategy, space, dataset, limit, epochs, retrain_epochs, backend, threads, protocol, predictor,
            energy_predictor, cost_form, budget_mode, tabular, latency_csv, latency_column, accuracy_csv, accuracy_column, measurements,
-           accuracy_signal, seed, objectives, trials, workers, population, accuracy_source, study_storage, run_dir,
+           accuracy_signal, seed, objectives, trials, workers, executor, population, accuracy_source, study_storage, run_dir,
            store_url, as_json):
     """Search for the most accurate architecture within a latency (and/or energy) budget.
 

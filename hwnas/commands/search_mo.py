@@ -6,8 +6,10 @@ from typing import Any
 
 import click
 
+import hwnas.search  # noqa: F401  (registers every worker executor, "ray" included)
 from hwnas.commands.common import emit_json, reporter, results, table
 from hwnas.search.mo_api import OBJECTIVE_NAMES, MultiObjectiveOptions, search_multi_objective
+from hwnas.search.multi_objective import EXECUTORS
 
 
 def mo_options(f):
@@ -20,6 +22,9 @@ def mo_options(f):
                      help="nsga2/evolution/random: architectures to evaluate (more on a resumed study)."),
         click.option("--workers", default=1, show_default=True, type=click.IntRange(min=1),
                      help="nsga2/evolution/random: worker processes searching one study together."),
+        click.option("--executor", default=None, type=click.Choice(EXECUTORS.names()),
+                     help="nsga2/evolution/random: how workers run (default: inline for one, process for more; ray: "
+                     "Ray tasks on one study, which needs --study-storage a URL every worker can open)."),
         click.option("--population", default=20, show_default=True, type=click.IntRange(min=2),
                      help="nsga2/evolution: population size."),
         click.option("--accuracy", "accuracy_source", default="train", show_default=True, metavar="train|proxy:NAME|PATH",
@@ -40,7 +45,7 @@ def search_front(params: dict[str, Any]) -> None:
     p = params
     options = MultiObjectiveOptions(
         objectives=[o.strip() for o in p["objectives"].split(",") if o.strip()], strategy=p["strategy"],
-        trials=p["trials"], workers=p["workers"], population=p["population"], budget_ms=p["budget_ms"],
+        trials=p["trials"], workers=p["workers"], executor=p["executor"], population=p["population"], budget_ms=p["budget_ms"],
         budget_mj=p["budget_mj"], space="nb201" if p["tabular"] else p["space"], tabular=p["tabular"],
         latency_csv=p["latency_csv"], latency_column=p["latency_column"], accuracy_csv=p["accuracy_csv"],
         accuracy_column=p["accuracy_column"], accuracy=p["accuracy_source"], dataset=p["dataset"], limit=p["limit"],
