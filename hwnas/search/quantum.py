@@ -12,19 +12,23 @@ architecture and the best ones sampled) and returns the best one within every bu
 from __future__ import annotations
 
 import itertools
+import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
 from hwnas.errors import HwnasError, quote
+from hwnas.files import atomic_write
 from hwnas.reporting import Reporter, reporter_or_null
 from hwnas.search.cost import HardwareCost
 from hwnas.search.dqas import SampledCost
 from hwnas.search.strategy import get_strategy, run_search
+from hwnas.spaces import get_space
 from hwnas.spaces.base import Arch
 from hwnas.spaces.circuit import METRICS, CircuitModel, CircuitSpace, Gate
 
@@ -248,7 +252,7 @@ def _choose(space, task, strategy, budgets, o) -> tuple[dict[str, Any], list[dic
         model = CircuitModel(space.processor, [Gate(g.kind, g.wires, k) for k, g in enumerate(gates)], init)
         score = finetune(model, task, o.finetune_steps)
         tried.append({"arch": space.to_string(arch), "score": float(score), "within_budget": within(space, arch, budgets),
-                      "derived": arch == derived, **space.metrics(arch)})
+                      "derived": arch == derived, "angles": model.angles.detach().tolist(), **space.metrics(arch)})
     feasible = [t for t in tried if t["within_budget"]]
     best = max(feasible, key=lambda t: t["score"]) if feasible else min(tried, key=lambda t: t["depth"])
     return {**best, "success": bool(best["within_budget"] and best["score"] >= SUCCESS)}, tried
@@ -259,3 +263,21 @@ def _epoch_line(row: dict[str, Any], epochs: int) -> str:
                       for t, v in row["cost"].items())
     return (f"dqas epoch {row['epoch']}/{epochs}: loss {row['loss']:.4f}, score {row['accuracy']:.4f}, {costs}; "
             f"derived {row['derived']}")
+
+
+def search_circuit_run(space_spec: str, task_name: str, budgets: dict[str, float],
+                       options: CircuitSearchOptions | None = None, run_dir: str | Path = "runs/default",
+                       reporter: Reporter | None = None) -> dict[str, Any]:
+    """What `hwnas search --space circuit --task ...` runs: the search, the task's baselines on the same
+    processor, and RUN_DIR/search.json."""
+    o = options or CircuitSearchOptions()
+    space = get_space(space_spec)
+    if not isinstance(space, CircuitSpace):
+        raise HwnasError(f"--task searches quantum circuits: give --space circuit[:settings], not {quote(space_spec)}")
+    check_budgets(budgets)
+    task = get_task(task_name, space.params["qubits"], o.seed)
+    result = search_circuit(space, task, budgets, o, reporter)
+    result["baselines"] = baselines(space, task, seed=o.seed)
+    with atomic_write(Path(run_dir) / "search.json") as f:
+        f.write(json.dumps(result, indent=2, default=str))
+    return result
