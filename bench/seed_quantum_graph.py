@@ -144,10 +144,16 @@ def main() -> None:
         results["predictors"] = run_predictors((100,) if quick else (100, 1000), 500 if quick else 2000,
                                                ("pixel3", "raspi4") if quick else None, 100 if quick else 200)
     results["seconds"] = time.perf_counter() - started
+    path = RESULTS / "seed_quantum_graph.json"
+    if path.is_file():  # a part skipped now keeps its figures from the last run of the same mode
+        previous = json.loads(path.read_text())
+        for part in ("dqas", "predictors"):
+            if not results[part] and previous.get("quick") == quick:
+                results[part] = previous.get(part, {})
     print_tables(results)
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "seed_quantum_graph.json").write_text(json.dumps(results, indent=2, default=float))
-    print(f"\nwrote {RESULTS / 'seed_quantum_graph.json'} ({results['seconds']:.0f} s)")
+    path.write_text(json.dumps(results, indent=2, default=float))
+    print(f"\nwrote {path} ({results['seconds']:.0f} s)")
 
 
 if __name__ == "__main__":
