@@ -112,12 +112,31 @@ def test_circuit_space_bad_input_is_one_line():
                         ("circuit:native=u3", ", ".join(NATIVE_SETS)), ("circuit:noise=0.9", r"\[0, 0.5\)")):
         with pytest.raises(HwnasError, match=match):
             get_space(spec)
+    rng = np.random.default_rng(3)
+    assert all(space.arch_at(space.index(a)) == a for a in (space.sample(rng) for _ in range(20)))
+    with pytest.raises(HwnasError, match="takes no input data"):  # profile, export and training refuse
+        space.check_input_shape(space.default_input_shape)
     from hwnas.search.quantum import check_budgets, get_task
 
     with pytest.raises(HwnasError, match="accepted: ghz"):
         get_task("bell", 3)
     with pytest.raises(HwnasError, match="accepted: depth"):
         check_budgets({"latency_ms": 1.0})
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--space", "circuit", "--budget-depth", "4"], "needs --task and --budget-depth"),
+    (["--space", "nb201", "--task", "ghz", "--budget-depth", "4"], "give --space circuit"),
+    (["--space", "circuit", "--task", "ghz", "--budget-depth", "4", "--strategy", "gumbel"], "--strategy dqas"),
+    (["--space", "circuit", "--task", "ghz", "--budget-depth", "-1"], "depth budget"),
+])
+def test_hwnas_search_circuit_bad_input_is_one_line(args, message, tmp_path):
+    from click.testing import CliRunner
+
+    from hwnas.cli import cli
+
+    r = CliRunner().invoke(cli, ["search", *args, "--run-dir", str(tmp_path / "run")])
+    assert r.exit_code == 2 and message in r.output and not (tmp_path / "run").exists()
 
 
 def test_sparsemax_is_a_sparse_distribution():

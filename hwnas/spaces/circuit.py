@@ -299,8 +299,24 @@ class CircuitSpace(SearchSpace):
     def none_options(self) -> frozenset[tuple[int, int]]:
         return frozenset((d, 0) for d in range(self.params["placeholders"]))
 
+    capabilities: ClassVar[frozenset[str]] = frozenset({"index"})
+
     def size(self) -> int:
         return int(np.prod([int(c) for c in self.options_per_decision()], dtype=object))
+
+    def index(self, arch: Arch) -> int:
+        """Mixed-radix index, the first placeholder most significant."""
+        out = 0
+        for c, n in zip(arch.choices, self.options_per_decision()):
+            out = out * n + int(c)
+        return out
+
+    def arch_at(self, index: int) -> Arch:
+        choices = []
+        for n in reversed(self.options_per_decision()):
+            index, c = divmod(int(index), n)
+            choices.append(c)
+        return Arch(self.name, tuple(reversed(choices)))
 
     def to_string(self, arch: Arch) -> str:
         return "-".join(self.option_labels(d)[c] for d, c in enumerate(arch.choices))
@@ -372,6 +388,15 @@ class CircuitSpace(SearchSpace):
         return Graph(("input",) + labels + ("output",), adjacency, vocabulary)
 
     # --- networks -------------------------------------------------------------------------------------------
+    def check_input_shape(self, input_shape: Sequence[int]) -> tuple[int, ...]:
+        """Circuits take no input tensor: the stages that feed one (profile, export, training on data) refuse."""
+        raise HwnasError("a circuit takes no input data, so it is not profiled, exported or trained on a dataset; "
+                         "its hardware cost comes from the processor model (routed depth, two-qubit gates, "
+                         "duration): search it with `hwnas search --space circuit --task ghz|maxcut --budget-depth D`")
+
+    def check_fits(self, input_shape=None, batch: int = 1, arch: Arch | None = None, training=None) -> None:
+        """A state vector of at most 2**MAX_QUBITS amplitudes always fits."""
+
     def build(self, arch: Arch, input_shape: Sequence[int] | None = None) -> nn.Module:
         return CircuitModel(self.processor, [Gate(g.kind, g.wires, k) for k, g in enumerate(self.gates(arch))])
 
