@@ -132,6 +132,8 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--skip-dqas", action="store_true")
     ap.add_argument("--skip-predictors", action="store_true")
+    ap.add_argument("--tasks", default=None, help=f"comma-separated subset of {', '.join(TASKS)}")
+    ap.add_argument("--seeds", type=int, default=None, help="DQAS seeds per task (default 5; quick 2)")
     ap.add_argument("--epochs", type=int, default=None, help="epochs of the graph predictors (default 200; quick 100)")
     ap.add_argument("--test-rows", type=int, default=None, help="held-out architectures (default 2000; quick 500)")
     args = ap.parse_args()
@@ -143,7 +145,11 @@ def main() -> None:
     if not args.skip_dqas:
         print("DQAS" + (" (quick: 2 seeds, 6 epochs)" if quick else " (5 seeds)"))
         options = {"epochs": 6, "finetune_steps": 60} if quick else {}
-        results["dqas"] = run_dqas(QUICK_TASKS if quick else tuple(TASKS), 2 if quick else 5, options)
+        labels = args.tasks.split(",") if args.tasks else (QUICK_TASKS if quick else tuple(TASKS))
+        unknown = set(labels) - set(TASKS)
+        if unknown:
+            raise SystemExit(f"unknown task(s) {', '.join(sorted(unknown))}; known: {', '.join(TASKS)}")
+        results["dqas"] = run_dqas(labels, args.seeds or (2 if quick else 5), options)
     if not args.skip_predictors:
         if not (shared_nb201() / "latency_ms.csv").is_file():
             raise SystemExit(f"NAS-Bench-201 tables not found in {shared_nb201()} (set HWNAS_SHARED_DATA)")
