@@ -97,8 +97,8 @@ class HGPSLPredictor(Predictor):
     default_encoding = "graph"
     minimal_encoding = "graph"
 
-    def __init__(self, log_target: bool | None = None, seed: int = 0, hidden: int = 64, blocks: int = 3,
-                 ratio: float = 0.5, lamb: float = 1.0, epochs: int = 200, lr: float = 3e-3,
+    def __init__(self, log_target: bool | None = None, seed: int = 0, hidden: int = 32, blocks: int = 3,
+                 ratio: float = 0.5, lamb: float = 1.0, epochs: int = 100, lr: float = 3e-3,
                  weight_decay: float = 1e-4, rank_weight: float = 0.0, **settings):
         super().__init__(log_target, seed, hidden=hidden, blocks=blocks, ratio=ratio, lamb=lamb, epochs=epochs, lr=lr,
                          weight_decay=weight_decay, rank_weight=rank_weight, **settings)
