@@ -229,8 +229,8 @@ class CircuitModel(nn.Module):
     def __init__(self, processor: Processor, gates: Sequence[Gate], angles: torch.Tensor | None = None):
         super().__init__()
         self.processor, self.gates = processor, list(gates)
-        init = torch.zeros(len(self.gates)) if angles is None else torch.as_tensor(angles, dtype=torch.float32)
-        self.angles = nn.Parameter(init.clone().double())
+        init = torch.zeros(len(self.gates)) if angles is None else torch.as_tensor(angles)
+        self.angles = nn.Parameter(init.detach().clone().double())
 
     def forward(self, x: torch.Tensor | None = None) -> torch.Tensor:
         return simulate(self.processor, self.gates, self.angles)
