@@ -51,8 +51,8 @@ def _metrics_rows(metrics: dict) -> list[list]:
               help="From the store: latency or energy. With --from-csv: the CSV column to fit (e.g. pixel3).")
 @click.option("--predictor", "predictor_name", default="mlp", show_default=True,
               help="Regressor: mlp (differentiable, what the search uses), linear-cost (best below ~50 samples), "
-              "cost-gbt (best from ~50 samples), lookup, ridge, gbt, rf, gcn, ensemble, transfer (pretrains on "
-              "the store's other devices).")
+              "cost-gbt (best from ~50 samples), lookup, ridge, gbt, rf, gcn, hgp-sl (graph pooling), ensemble, "
+              "transfer (pretrains on the store's other devices).")
 @click.option("--encoding", default=None,
               help="Architecture encoding: onehot, live-onehot, analytic, features, op-counts, cost, cost-features, graph. "
               "Default: the predictor's own.")

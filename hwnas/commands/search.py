@@ -14,6 +14,7 @@ from hwnas.profilers import BACKENDS, PROTOCOL_NAMES
 from hwnas.search.api import DEFAULT_SPACE, SearchOptions, cost_predictor_names, search_device
 from hwnas.search.cost import FORMS, MODES
 from hwnas.search.multi_objective import MO_STRATEGIES
+from hwnas.search.quantum import TASKS
 from hwnas.search.strategy import STRATEGIES
 
 
@@ -64,13 +65,17 @@ from hwnas.search.strategy import STRATEGIES
               help="Tabular: rank by the accuracy table (oracle) or by an accuracy predictor fitted on 200 archs.")
 @click.option("--seed", default=0, show_default=True, type=int,
               help="Random seed: data split, supernet initialisation and batches (tabular: the initial sample).")
+@click.option("--task", type=click.Choice(sorted(TASKS)), default=None,
+              help="Circuit search (with --space circuit[:qubits=..,coupling=line|ring|heavy-hex,native=..,noise=..]): "
+              "DQAS for this task under --budget-depth.")
+@click.option("--budget-depth", type=float, default=None, help="Circuit search: routed depth budget (native layers).")
 @mo_options
 @run_dir_option
 @store_option
 @json_option
 def search(budget_ms, budget_mj, strategy, space, dataset, limit, epochs, retrain_epochs, backend, threads, protocol, predictor,
            energy_predictor, cost_form, budget_mode, tabular, latency_csv, latency_column, accuracy_csv, accuracy_column, measurements,
-           accuracy_signal, seed, objectives, trials, workers, executor, population, accuracy_source, study_storage, run_dir,
+           accuracy_signal, seed, objectives, trials, workers, executor, population, accuracy_source, study_storage, task, budget_depth, run_dir,
            store_url, as_json):
     """Search for the most accurate architecture within a latency (and/or energy) budget.
 
@@ -81,11 +86,15 @@ def search(budget_ms, budget_mj, strategy, space, dataset, limit, epochs, retrai
     and per budget the relaxed (mixture) cost, the derived architecture's predicted cost, the budget and the
     multiplier with the cost it follows; RUN_DIR/search_cost.png plots cost and multiplier.
 
-    With --tabular: no training and no device; see --latency-csv and friends.
+    With --tabular: no training and no device; see --latency-csv and friends. With --task: a quantum circuit
+    search (DQAS) on the circuit space under a routed-depth budget.
 
     With --strategy nsga2|evolution|random: the Pareto front of --objectives under the budgets (constraints),
     saved as RUN_DIR/front.json, front.csv, front.png and front/K.json (`hwnas export --from-search
     RUN_DIR/front/K.json` exports point K)."""
+    if task is not None or space.split(":")[0] == "circuit":
+        _circuit(task, space, budget_depth, strategy, epochs, seed, run_dir, as_json)
+        return
     if strategy in MO_STRATEGIES:
         search_front(locals())
         return
@@ -147,3 +156,25 @@ def _tabular(budget_ms, budget_mj, latency_csv, latency_column, accuracy_csv, ac
             ["budget used", r["budget_used"]], ["regret (points)", r["regret"]],
             ["measurements", f"{r['measurements']} of {r['measurement_limit']}"], ["seconds", r["seconds"]]]
     results.print(table("Tabular search under budget", ["", "value"], rows))
+
+
+def _circuit(task, space, budget_depth, strategy, epochs, seed, run_dir, as_json) -> None:
+    from hwnas.search.quantum import CircuitSearchOptions, search_circuit_run
+
+    if task is None or budget_depth is None:
+        raise HwnasError("a circuit search needs --task and --budget-depth (e.g. --space circuit --task ghz "
+                         "--budget-depth 4)")
+    if strategy not in ("darts", "dqas"):  # darts is the option's default: circuits are searched with dqas
+        raise HwnasError(f"circuits are searched with --strategy dqas, not {strategy}")
+    r = search_circuit_run(space, task, {"depth": budget_depth}, CircuitSearchOptions(epochs=epochs, seed=seed),
+                           run_dir, reporter(quiet=as_json))
+    if as_json:
+        emit_json(r)
+        return
+    rows = [["task", r["task"]], ["space", r["space"]], ["chosen circuit", r["arch"]], ["score", f"{r['score']:.4f}"],
+            ["routed depth", f"{r['depth']:g} (budget {budget_depth:g})"], ["two-qubit gates", f"{r['two_qubit_gates']:g}"],
+            ["duration", f"{r['duration_ns']:g} ns"], ["within budget", r["within_budget"]], ["success", r["success"]]]
+    rows += [[f"baseline {b['name']}", f"score {b['score']:.4f}, depth {b['depth']:g}, 2q {b['two_qubit_gates']:g}"]
+             for b in r["baselines"]]
+    rows.append(["result", str(Path(run_dir) / "search.json")])
+    results.print(table("Circuit search (dqas) under a depth budget", ["", "value"], rows))

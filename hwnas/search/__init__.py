@@ -2,7 +2,15 @@
 discretisation with measure-and-repair, retraining, and a tabular mode for benchmarking on published data.
 `hwnas.search.api.search_device` is the whole device search (what `hwnas search` runs) as one call."""
 # register the strategies, and the "ray" worker executor of multi-objective search (ray itself imports lazily)
-from hwnas.search import darts, gumbel, mean_shift, ray_workers, single_level, zero_cost_search  # noqa: F401
+from hwnas.search import (  # noqa: F401
+    darts,
+    dqas,
+    gumbel,
+    mean_shift,
+    ray_workers,
+    single_level,
+    zero_cost_search,
+)
 from hwnas.search.api import (
     DEFAULT_SPACE,
     SearchOptions,
