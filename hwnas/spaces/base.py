@@ -29,6 +29,8 @@ CAPABILITIES = {
     "live_edges": "live_edges(arch) -> which decisions carry data to the output, with none_options() (live encodings)",
     "index": "size(), index(arch), arch_at(i): a finite, indexed space",
     "memory": "memory_estimate(arch, input_shape, batch) analytically, before building",
+    "grow": "decision 0 is the depth; node_decisions(node) lists a node's decisions; the supernet has active_nodes "
+            "and grow_node() (a new node with zero gain: function-preserving growth)",
 }
 #: FLOPs conventions of `SearchSpace.flops`
 FLOPS_CONVENTIONS = ("full", "benchmark")
