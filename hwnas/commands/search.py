@@ -8,6 +8,7 @@ from typing import Any
 import click
 
 from hwnas.commands.common import emit_json, json_option, reporter, results, run_dir_option, store_option, table
+from hwnas.commands.search_tasks import TASKS, run_task
 from hwnas.errors import HwnasError
 from hwnas.profilers import BACKENDS, PROTOCOL_NAMES
 from hwnas.search.api import DEFAULT_SPACE, SearchOptions, cost_predictor_names, search_device
@@ -20,8 +21,9 @@ from hwnas.search.strategy import STRATEGIES
               help="Latency budget in ms per inference (batch 1).")
 @click.option("--budget-mj", type=float, default=None,
               help="Energy budget in mJ per inference; met together with --budget-ms when both are given.")
-@click.option("--strategy", default="darts", show_default=True, type=click.Choice(STRATEGIES.names()),
-              help="darts (bi-level, first order), darts-2nd (second order), single-level, mean-shift, gumbel.")
+@click.option("--strategy", default=None, type=click.Choice(STRATEGIES.names()),
+              help="darts (bi-level, first order; the default), darts-2nd (second order), single-level, mean-shift, "
+              "gumbel, growing (recurrent cells grown by network morphism; the default of --task forecast).")
 @click.option("--space", default=DEFAULT_SPACE, show_default=True, metavar="NAME[:K=V,...]",
               help="Search space and its settings (classes follow the dataset).")
 @click.option("--dataset", default="digits", show_default=True,
@@ -58,6 +60,15 @@ from hwnas.search.strategy import STRATEGIES
               help="Tabular: most device measurements (table latency reads) allowed.")
 @click.option("--accuracy-signal", default="oracle", show_default=True, type=click.Choice(["oracle", "surrogate"]),
               help="Tabular: rank by the accuracy table (oracle) or by an accuracy predictor fitted on 200 archs.")
+@click.option("--task", default="classify", show_default=True, type=click.Choice(TASKS),
+              help="classify: images (the rest of this help); forecast: a recurrent cell (rnn-cell) on statsmodels' "
+              "macrodata against LSTM and GRU (test MSE); rl: RL-DARTS, a supernet encoder learned with PPO on "
+              "MinAtar, retrained and compared with MinAtar's baseline encoder (return).")
+@click.option("--env", default=None, help="--task rl: a MinAtar environment id (default MinAtar/Breakout-v1).")
+@click.option("--steps", default=20_000, show_default=True, type=click.IntRange(min=64),
+              help="--task rl: PPO steps of the search and of each retraining.")
+@click.option("--seeds", default=3, show_default=True, type=click.IntRange(min=1),
+              help="--task forecast / rl: retraining seeds (0..N-1) of the found cell and of each baseline.")
 @click.option("--seed", default=0, show_default=True, type=int,
               help="Random seed: data split, supernet initialisation and batches (tabular: the initial sample).")
 @run_dir_option
@@ -65,7 +76,7 @@ from hwnas.search.strategy import STRATEGIES
 @json_option
 def search(budget_ms, budget_mj, strategy, space, dataset, limit, epochs, retrain_epochs, backend, threads, protocol, predictor,
            energy_predictor, cost_form, budget_mode, tabular, latency_csv, latency_column, accuracy_csv, accuracy_column, measurements,
-           accuracy_signal, seed, run_dir, store_url, as_json):
+           accuracy_signal, task, env, steps, seeds, seed, run_dir, store_url, as_json):
     """Search for the most accurate architecture within a latency (and/or energy) budget.
 
     The supernet search adds a differentiable predicted cost with a multiplier adapted by dual ascent, so the
@@ -76,12 +87,18 @@ def search(budget_ms, budget_mj, strategy, space, dataset, limit, epochs, retrai
     multiplier with the cost it follows; RUN_DIR/search_cost.png plots cost and multiplier.
 
     With --tabular: no training and no device; see --latency-csv and friends."""
+    if task != "classify":
+        common = {"epochs": epochs, "retrain_epochs": retrain_epochs, "budget_ms": budget_ms, "backend": backend,
+                  "threads": threads, "protocol": protocol, "predictor": predictor, "seed": seed, "run_dir": run_dir,
+                  "store_url": store_url}
+        run_task(task, None if space == DEFAULT_SPACE else space, strategy, env, steps, seeds, common, as_json)
+        return
     if tabular:
         _tabular(budget_ms, budget_mj, latency_csv, latency_column, accuracy_csv, accuracy_column, measurements, seed,
                  predictor, accuracy_signal, as_json)
         return
     options = SearchOptions(budget_ms=budget_ms, budget_mj=budget_mj, space=space, dataset=dataset, limit=limit,
-                            strategy=strategy, epochs=epochs, retrain_epochs=retrain_epochs, backend=backend,
+                            strategy=strategy or "darts", epochs=epochs, retrain_epochs=retrain_epochs, backend=backend,
                             threads=threads, protocol=protocol, predictor=predictor or "lookup",
                             energy_predictor=energy_predictor, cost_form=cost_form, budget_mode=budget_mode, seed=seed,
                             run_dir=run_dir, store_url=store_url)

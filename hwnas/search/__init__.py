@@ -1,8 +1,13 @@
 """Search under a hardware budget: the differentiable cost term, strategies on one supernet, budget-respecting
 discretisation with measure-and-repair, retraining, and a tabular mode for benchmarking on published data.
 `hwnas.search.api.search_device` is the whole device search (what `hwnas search` runs) as one call."""
-from hwnas.search import darts, gumbel, mean_shift, single_level  # noqa: F401  (register the strategies)
-from hwnas.search import growing  # noqa: F401  (registers "growing")
+from hwnas.search import (  # noqa: F401  (register the strategies)
+    darts,
+    growing,
+    gumbel,
+    mean_shift,
+    single_level,
+)
 from hwnas.search.api import (
     DEFAULT_SPACE,
     SearchOptions,

@@ -1,6 +1,8 @@
 """Search spaces: the ground floor every other stage builds on."""
-from hwnas.spaces import nb201  # noqa: F401  (registers "nb201")
-from hwnas.spaces import rnn_cell  # noqa: F401  (registers "rnn-cell")
+from hwnas.spaces import (
+           nb201,  # noqa: F401  (registers "nb201")
+           rnn_cell,  # noqa: F401  (registers "rnn-cell")
+)
 from hwnas.spaces.base import CAPABILITIES, FLOPS_CONVENTIONS, Arch, Graph, SearchSpace, memory_limit
 from hwnas.spaces.registry import SPACES, get_space, register_space
 

@@ -242,7 +242,8 @@ class RNNCellSpace(SearchSpace):
     def sample(self, rng: np.random.Generator) -> Arch:
         return self.canonical(super().sample(rng))
 
-    def size(self) -> int:
+    def cell_count(self) -> int:
+        """How many distinct cells the space holds. `size()` stays None: the space has no index (no "index")."""
         total = 0
         for depth in range(1, self.max_nodes + 1):
             total += math.prod((i + 1) ** 2 * len(OPS) for i in range(1, depth + 1))
