@@ -7,7 +7,7 @@ import torch
 from hwnas.errors import HwnasError
 from hwnas.search.growing import Growing
 from hwnas.search.strategy import get_strategy
-from hwnas.spaces import get_space
+from hwnas.spaces import Arch, get_space
 
 torch.set_num_threads(1)
 LSTM_LIKE = "sigmoid(x,h)|tanh(x,h)|hadamard(n1,n2)"
@@ -23,8 +23,8 @@ def test_strings_round_trip_and_encodings_are_ragged_one_hots(space):
     archs = [space.sample(rng) for _ in range(50)] + [space.from_string(LSTM_LIKE)]
     for arch in archs:
         assert space.from_string(space.to_string(arch)) == arch
-        code = space.encode(arch)
-        assert code.shape == (space.code_length,) and code.sum() == len(space.options_per_decision())
+        code = space.encode(arch)  # one-hot of the depth and of each node within it, zeros beyond
+        assert code.shape == (space.code_length,) and code.sum() == 1 + 3 * (arch.choices[0] + 1)
     assert space.ragged and space.options_per_decision()[:4] == (3, 2, 2, 5)
     assert space.cell_count() == 20 + 20 * 45 + 20 * 45 * 80 and space.size() is None
     assert space.to_string(space.from_string(LSTM_LIKE)) == LSTM_LIKE
@@ -37,6 +37,18 @@ def test_strings_round_trip_and_encodings_are_ragged_one_hots(space):
     neighbours = space.neighbours(space.from_string(LSTM_LIKE))
     strings = [space.to_string(a) for a in neighbours]
     assert len(set(strings)) == len(strings) and LSTM_LIKE not in strings
+
+
+def test_relaxed_code_is_the_expected_code_of_a_sampled_cell(space):
+    """An additive cost on the relaxed code is the exact expected cost: check against sampling from alpha."""
+    g = torch.Generator().manual_seed(3)
+    alpha = space.masked_logits(torch.randn(space.alpha_shape, generator=g))
+    weights = space.mixing_weights(alpha)
+    torch.manual_seed(0)
+    draws = torch.stack([torch.multinomial(weights[d], 4000, replacement=True)
+                         for d in range(len(space.options_per_decision()))], dim=1)
+    codes = space.encode_many([Arch(space.name, tuple(map(int, row))) for row in draws])
+    np.testing.assert_allclose(codes.mean(axis=0), space.relax(alpha).numpy(), atol=0.03)
 
 
 @pytest.mark.parametrize("bad", ["", "tanh(x,h)|" * 4, "tanh(x,n1)", "conv(x,h)", "tanh(x h)", "tanh(x,h)|relu(n2,h)"])

@@ -40,7 +40,8 @@ BASELINES = ("lstm", "gru")
 
 @dataclass
 class ForecastOptions:
-    """What `hwnas search --task forecast` takes. budget_ms None: no device, no latency (search only);
+    """What `hwnas search --task forecast` takes. budget_ms None: a search without a device (latencies only with
+    measure_latency);
     seeds: the retraining seeds of the found cell and of each baseline (mean and std are reported)."""
 
     space: str = "rnn-cell:H=16,nodes=3"
@@ -57,6 +58,7 @@ class ForecastOptions:
     profile_samples: int = 30
     predictor: str = "lookup"
     seeds: tuple[int, ...] = (0,)
+    measure_latency: bool = False  # measure the found cell and the baselines even without a budget
     seed: int = 0
     run_dir: str | Path = "runs/forecast"
     store_url: str | None = None
@@ -176,7 +178,8 @@ def search_forecast(options: ForecastOptions, reporter: Reporter | None = None) 
     run_dir = Path(o.run_dir)
     report.message(f"{data.name}: {data.sizes()} windows (split by time), {data.num_classes} series")
     arch, record = _search(o, space, data, report, run_dir)
-    backend = get_backend(o.backend, threads=o.threads) if o.budget_ms is not None else None
+    measure = o.budget_ms is not None or o.measure_latency
+    backend = get_backend(o.backend, threads=o.threads) if measure else None
     compared = compare_forecasters(space, arch, data, o.retrain_epochs, o.seeds, backend,
                                    TimingProtocol.named(o.protocol), report)
     out = {"task": "forecast", "dataset": data.name, "sizes": data.sizes(), "space": space.spec,

@@ -261,7 +261,14 @@ class SearchSpace(ABC):
     def relax(self, alpha: torch.Tensor) -> torch.Tensor:
         """Mixing weights in the same layout as `encode`, so a predictor fitted on one-hot codes accepts relaxed
         ones. `alpha` has shape alpha_shape (or (..., *alpha_shape) for a batch)."""
-        return self.code_from_weights(self.mixing_weights(alpha))
+        return self.code_from_weights(self.expected_weights(alpha))
+
+    def expected_weights(self, alpha: torch.Tensor) -> torch.Tensor:
+        """The expected `encode` code of an architecture drawn from the mixing weights, laid out as alpha_shape:
+        what a cost on codes reads. The mixing weights themselves, unless the space's `encode` leaves the blocks of
+        decisions that do not exist in an architecture at zero (rnn-cell: nodes beyond the depth); such a space
+        scales those rows by the probability that they exist."""
+        return self.mixing_weights(alpha)
 
     def code_from_weights(self, weights: torch.Tensor) -> torch.Tensor:
         """Mixing weights (..., *alpha_shape) in the flat code's layout (..., code_length)."""

@@ -239,6 +239,22 @@ class RNNCellSpace(SearchSpace):
             choices[decision_of(i, 2)] = OPS.index(m.group(1))
         return Arch(self.name, tuple(choices))
 
+    def encode(self, arch: Arch) -> np.ndarray:
+        """One-hot of the depth and of each node within it; the blocks of the slots beyond the depth are zero (those
+        nodes do not exist), so a cost fitted on codes charges nothing for them."""
+        code = super().encode(arch)
+        code[self.code_offsets[decision_of(arch.choices[0] + 2, 0)]:] = 0.0
+        return code
+
+    def expected_weights(self, alpha: torch.Tensor) -> torch.Tensor:
+        """Mixing weights with each node's rows scaled by the probability that the depth reaches it: the expected
+        code of `encode` (an additive cost on it is the exact expected cost)."""
+        weights = self.mixing_weights(alpha)
+        depth = weights[..., 0, :self.max_nodes]
+        reach = torch.flip(torch.cumsum(torch.flip(depth, [-1]), -1), [-1])  # P(depth >= node)
+        scale = torch.cat([torch.ones_like(reach[..., :1]), reach.repeat_interleave(3, dim=-1)], dim=-1)
+        return weights * scale.unsqueeze(-1)
+
     def sample(self, rng: np.random.Generator) -> Arch:
         return self.canonical(super().sample(rng))
 
