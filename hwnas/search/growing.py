@@ -26,10 +26,12 @@ FLOOR = -1e4
 @register_strategy("growing")
 class Growing(Strategy):
     name = "growing"
+    requires = frozenset({"grow"})
 
     def __init__(self, space, supernet, costs, start_nodes: int = 1, mode: str = "grow-then-prune", **kwargs):
         super().__init__(space, supernet, costs, **kwargs)
-        space.require("grow", "the growing strategy")
+        for capability in self.requires:
+            space.require(capability, "the growing strategy")
         if mode not in MODES:
             raise HwnasError(f"unknown growing mode {quote(mode)}; accepted: {', '.join(MODES)}")
         most = supernet.max_nodes

@@ -36,6 +36,8 @@ Batch = tuple[torch.Tensor, torch.Tensor]
 
 class Strategy:
     name = ""
+    #: space capabilities the strategy needs (hwnas.spaces.CAPABILITIES); others are refused in one line
+    requires: frozenset[str] = frozenset()
 
     def __init__(self, space, supernet: nn.Module, costs: Sequence[HardwareCost], weight_lr: float = 0.05,
                  arch_lr: float = 0.05, weight_decay: float = 3e-4, arch_weight_decay: float = 1e-3, seed: int = 0,
