@@ -182,7 +182,11 @@ def search_forecast(options: ForecastOptions, reporter: Reporter | None = None) 
     backend = get_backend(o.backend, threads=o.threads) if measure else None
     compared = compare_forecasters(space, arch, data, o.retrain_epochs, o.seeds, backend,
                                    TimingProtocol.named(o.protocol), report)
-    out = {"task": "forecast", "dataset": data.name, "sizes": data.sizes(), "space": space.spec,
+    naive = {"persistence": float(F.mse_loss(data.x_test[:, -1], data.y_test)),  # next quarter = this one
+             "train_mean": float(data.y_test.pow(2).mean())}  # standardised: the training mean is 0
+    report.message(f"naive forecasts: test MSE {naive['persistence']:.4f} (persistence), "
+                   f"{naive['train_mean']:.4f} (training mean)")
+    out = {"task": "forecast", "dataset": data.name, "sizes": data.sizes(), "space": space.spec, "naive": naive,
            "strategy": o.strategy, "arch": space.to_string(arch), "budget_ms": o.budget_ms, "search": record,
            "compared": compared, "options": {k: v for k, v in asdict(o).items() if k != "run_dir"}}
     with atomic_write(run_dir / "forecast.json") as f:
