@@ -28,6 +28,7 @@ def run_task(task: str, space: str | None, strategy: str | None, env: str | None
         emit_json(result)
         return
     rows = [[name, *_figures(task, row)] for name, row in result["compared"].items()]
+    rows += [[f"{name} (naive)", f"{mse:.4g}", "-", "0"] for name, mse in result.get("naive", {}).items()]
     metric = "test MSE (mean ± std)" if task == "forecast" else "return (mean ± std)"
     results.print(table(f"{task}: found cell against the baselines", ["model", metric, "latency ms", "params"], rows))
     results.print(f"found: {result['arch']}", markup=False, soft_wrap=True)
