@@ -57,6 +57,7 @@ def print_tables(report: dict) -> None:
         f = report["forecast"]
         rows = [[name, f"{r['test_mse_mean']:.4f}", f"{r['test_mse_std']:.4f}", f"{r['latency_ms']:.4g}",
                  str(r["params"])] for name, r in f["compared"].items()]
+        rows += [[f"{name} (naive)", f"{mse:.4f}", "-", "-", "0"] for name, mse in f.get("naive", {}).items()]
         results.print(table(f"forecast ({f['dataset']}, {len(f['options']['seeds'])} seeds): found {f['arch']}",
                             ["model", "test MSE mean", "std", "latency ms", "params"], rows))
     if "rl" in report:
