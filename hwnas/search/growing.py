@@ -7,7 +7,8 @@ network used is unchanged (softmax normaliser included). Options are pruned by s
 each prune round removes the weakest remaining option of every decision. Modes: "grow-then-prune" grows to the
 space's node count over the first half of the epochs and then prunes until one option per decision is left;
 "alternate" grows one node and prunes one round of the older nodes at every epoch. Updates are DARTS first order
-(alpha on validation batches, weights on training batches). Spaces must declare the "grow" capability.
+(alpha on validation batches, weights on training batches). Growth and pruning happen at the start of epochs
+2, 3, ... (a one-epoch search does not grow). Spaces must declare the "grow" capability.
 """
 from __future__ import annotations
 
