@@ -9,12 +9,13 @@ import click
 
 from hwnas.commands.common import emit_json, json_option, reporter, results, run_dir_option, store_option, table
 from hwnas.commands.search_mo import mo_options, search_front
+from hwnas.commands.search_tasks import TASKS, run_task
 from hwnas.errors import HwnasError
 from hwnas.profilers import BACKENDS, PROTOCOL_NAMES
 from hwnas.search.api import DEFAULT_SPACE, SearchOptions, cost_predictor_names, search_device
 from hwnas.search.cost import FORMS, MODES
 from hwnas.search.multi_objective import MO_STRATEGIES
-from hwnas.search.quantum import TASKS
+from hwnas.search.quantum import TASKS as CIRCUIT_TASKS
 from hwnas.search.strategy import STRATEGIES
 
 
@@ -23,10 +24,11 @@ from hwnas.search.strategy import STRATEGIES
               help="Latency budget in ms per inference (batch 1).")
 @click.option("--budget-mj", type=float, default=None,
               help="Energy budget in mJ per inference; met together with --budget-ms when both are given.")
-@click.option("--strategy", default="darts", show_default=True,
-              type=click.Choice(STRATEGIES.names() + MO_STRATEGIES.names()),
-              help="darts (bi-level, first order), darts-2nd (second order), single-level, mean-shift, gumbel; "
-              "nsga2 (Pareto front of --objectives), evolution (regularized, one objective), random.")
+@click.option("--strategy", default=None, type=click.Choice(STRATEGIES.names() + MO_STRATEGIES.names()),
+              help="darts (bi-level, first order; the default), darts-2nd (second order), single-level, mean-shift, "
+              "gumbel, growing (recurrent cells grown by network morphism; the default of --task forecast), dqas "
+              "(circuits; the default there); nsga2 (Pareto front of --objectives), evolution (regularized, one "
+              "objective), random.")
 @click.option("--space", default=DEFAULT_SPACE, show_default=True, metavar="NAME[:K=V,...]",
               help="Search space and its settings (classes follow the dataset).")
 @click.option("--dataset", default="digits", show_default=True,
@@ -63,11 +65,19 @@ from hwnas.search.strategy import STRATEGIES
               help="Tabular: most device measurements (table latency reads) allowed.")
 @click.option("--accuracy-signal", default="oracle", show_default=True, type=click.Choice(["oracle", "surrogate"]),
               help="Tabular: rank by the accuracy table (oracle) or by an accuracy predictor fitted on 200 archs.")
+@click.option("--task", default="classify", show_default=True, type=click.Choice([*TASKS, *sorted(CIRCUIT_TASKS)]),
+              help="classify: images (the rest of this help); forecast: a recurrent cell (rnn-cell) on statsmodels' "
+              "macrodata against LSTM and GRU (test MSE); rl: RL-DARTS, a supernet encoder learned with PPO on "
+              "MinAtar, retrained and compared with MinAtar's baseline encoder (return); ghz|maxcut|random-state: "
+              "DQAS on --space circuit[:qubits=..,coupling=line|ring|heavy-hex,native=..,noise=..] under "
+              "--budget-depth.")
+@click.option("--env", default=None, help="--task rl: a MinAtar environment id (default MinAtar/Breakout-v1).")
+@click.option("--steps", default=20_000, show_default=True, type=click.IntRange(min=64),
+              help="--task rl: PPO steps of the search and of each retraining.")
+@click.option("--seeds", default=3, show_default=True, type=click.IntRange(min=1),
+              help="--task forecast / rl: retraining seeds (0..N-1) of the found cell and of each baseline.")
 @click.option("--seed", default=0, show_default=True, type=int,
               help="Random seed: data split, supernet initialisation and batches (tabular: the initial sample).")
-@click.option("--task", type=click.Choice(sorted(TASKS)), default=None,
-              help="Circuit search (with --space circuit[:qubits=..,coupling=line|ring|heavy-hex,native=..,noise=..]): "
-              "DQAS for this task under --budget-depth.")
 @click.option("--budget-depth", type=float, default=None, help="Circuit search: routed depth budget (native layers).")
 @mo_options
 @run_dir_option
@@ -75,8 +85,8 @@ from hwnas.search.strategy import STRATEGIES
 @json_option
 def search(budget_ms, budget_mj, strategy, space, dataset, limit, epochs, retrain_epochs, backend, threads, protocol, predictor,
            energy_predictor, cost_form, budget_mode, tabular, latency_csv, latency_column, accuracy_csv, accuracy_column, measurements,
-           accuracy_signal, seed, objectives, trials, workers, executor, population, accuracy_source, study_storage, task, budget_depth, run_dir,
-           store_url, as_json):
+           accuracy_signal, task, env, steps, seeds, seed, objectives, trials, workers, executor, population,
+           accuracy_source, study_storage, budget_depth, run_dir, store_url, as_json):
     """Search for the most accurate architecture within a latency (and/or energy) budget.
 
     The supernet search adds a differentiable predicted cost with a multiplier adapted by dual ascent, so the
@@ -86,24 +96,32 @@ def search(budget_ms, budget_mj, strategy, space, dataset, limit, epochs, retrai
     and per budget the relaxed (mixture) cost, the derived architecture's predicted cost, the budget and the
     multiplier with the cost it follows; RUN_DIR/search_cost.png plots cost and multiplier.
 
-    With --tabular: no training and no device; see --latency-csv and friends. With --task: a quantum circuit
-    search (DQAS) on the circuit space under a routed-depth budget.
+    With --tabular: no training and no device; see --latency-csv and friends. With --task forecast|rl: a
+    recurrent cell or an RL encoder (see --task). With --task ghz|maxcut|random-state (or --space circuit): a quantum
+    circuit search (DQAS) on the circuit space under a routed-depth budget.
 
     With --strategy nsga2|evolution|random: the Pareto front of --objectives under the budgets (constraints),
     saved as RUN_DIR/front.json, front.csv, front.png and front/K.json (`hwnas export --from-search
     RUN_DIR/front/K.json` exports point K)."""
-    if task is not None or space.split(":")[0] == "circuit":
-        _circuit(task, space, budget_depth, strategy, epochs, seed, run_dir, as_json)
+    if task in CIRCUIT_TASKS or space.split(":")[0] == "circuit":
+        _circuit(task if task in CIRCUIT_TASKS else None, space, budget_depth, strategy or "dqas", epochs, seed,
+                 run_dir, as_json)
         return
     if strategy in MO_STRATEGIES:
         search_front(locals())
+        return
+    if task != "classify":
+        common = {"epochs": epochs, "retrain_epochs": retrain_epochs, "budget_ms": budget_ms, "backend": backend,
+                  "threads": threads, "protocol": protocol, "predictor": predictor, "seed": seed, "run_dir": run_dir,
+                  "store_url": store_url}
+        run_task(task, None if space == DEFAULT_SPACE else space, strategy, env, steps, seeds, common, as_json)
         return
     if tabular:
         _tabular(budget_ms, budget_mj, latency_csv, latency_column, accuracy_csv, accuracy_column, measurements, seed,
                  predictor, accuracy_signal, as_json)
         return
     options = SearchOptions(budget_ms=budget_ms, budget_mj=budget_mj, space=space, dataset=dataset, limit=limit,
-                            strategy=strategy, epochs=epochs, retrain_epochs=retrain_epochs, backend=backend,
+                            strategy=strategy or "darts", epochs=epochs, retrain_epochs=retrain_epochs, backend=backend,
                             threads=threads, protocol=protocol, predictor=predictor or "lookup",
                             energy_predictor=energy_predictor, cost_form=cost_form, budget_mode=budget_mode, seed=seed,
                             run_dir=run_dir, store_url=store_url)
@@ -164,7 +182,7 @@ def _circuit(task, space, budget_depth, strategy, epochs, seed, run_dir, as_json
     if task is None or budget_depth is None:
         raise HwnasError("a circuit search needs --task and --budget-depth (e.g. --space circuit --task ghz "
                          "--budget-depth 4)")
-    if strategy not in ("darts", "dqas"):  # darts is the option's default: circuits are searched with dqas
+    if strategy != "dqas":
         raise HwnasError(f"circuits are searched with --strategy dqas, not {strategy}")
     r = search_circuit_run(space, task, {"depth": budget_depth}, CircuitSearchOptions(epochs=epochs, seed=seed),
                            run_dir, reporter(quiet=as_json))

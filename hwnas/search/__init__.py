@@ -5,6 +5,7 @@ discretisation with measure-and-repair, retraining, and a tabular mode for bench
 from hwnas.search import (  # noqa: F401
     darts,
     dqas,
+    growing,
     gumbel,
     mean_shift,
     ray_workers,

@@ -152,7 +152,7 @@ class HardwareCost:
 
     def value(self, alpha: torch.Tensor) -> torch.Tensor:
         """Predicted cost (in the target's units) of the relaxed architecture; differentiable in alpha."""
-        return self.scale * self.fn(self.space.mixing_weights(alpha))
+        return self.scale * self.fn(self.space.expected_weights(alpha))
 
     def predict_arch(self, archs) -> np.ndarray:
         """Predicted cost of discrete architectures (`Arch`es)."""

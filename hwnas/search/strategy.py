@@ -36,6 +36,8 @@ Batch = tuple[torch.Tensor, torch.Tensor]
 
 class Strategy:
     name = ""
+    #: space capabilities the strategy needs (hwnas.spaces.CAPABILITIES); others are refused in one line
+    requires: frozenset[str] = frozenset()
 
     def __init__(self, space, supernet: nn.Module, costs: Sequence[HardwareCost], weight_lr: float = 0.05,
                  arch_lr: float = 0.05, weight_decay: float = 3e-4, arch_weight_decay: float = 1e-3, seed: int = 0,
@@ -60,6 +62,8 @@ class Strategy:
     def task_loss(self, batch: Batch, weights: torch.Tensor, active=None) -> tuple[torch.Tensor, float]:
         x, y = batch
         logits = self.supernet(x, weights, active)
+        if y.is_floating_point():  # a regression task (forecasting): MSE, and R^2 of the batch in place of accuracy
+            return regression_loss(logits, y)
         return F.cross_entropy(logits, y), float((logits.argmax(1) == y).float().mean())
 
     def weight_step(self, batch: Batch, weights: torch.Tensor | None = None, active=None) -> tuple[float, float]:
@@ -84,6 +88,13 @@ class Strategy:
     def step(self, train: Batch, val: Batch) -> dict[str, Any]:
         """One update; returns {"loss", "accuracy", "costs": {target: relaxed cost}}."""
         raise NotImplementedError
+
+
+def regression_loss(prediction: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, float]:
+    """(MSE, R^2 of the batch): what a regression task reports where a classifier reports accuracy."""
+    loss = F.mse_loss(prediction, target)
+    variance = float(target.detach().var(unbiased=False)) if target.numel() > 1 else 0.0
+    return loss, (1.0 - float(loss.detach()) / variance) if variance > 0 else 0.0
 
 
 def batches(x: torch.Tensor, y: torch.Tensor, batch_size: int, generator: torch.Generator):

@@ -30,7 +30,7 @@ def profile_model(model: nn.Module, input_shape: Sequence[int]) -> ModelProfile:
     def hook(module: nn.Module, inputs, output) -> None:
         nonlocal macs, benchmark, traffic, layers
         x = inputs[0]
-        out_elems = output.numel()
+        out_elems = sum(o.numel() for o in output) if isinstance(output, tuple) else output.numel()  # LSTM: (h, c)
         if isinstance(module, nn.Conv2d):
             k = module.kernel_size[0] * module.kernel_size[1] * (module.in_channels // module.groups)
             macs += out_elems * k
@@ -38,6 +38,10 @@ def profile_model(model: nn.Module, input_shape: Sequence[int]) -> ModelProfile:
         elif isinstance(module, nn.Linear):
             macs += out_elems * module.in_features
             benchmark += out_elems * (module.in_features + (module.bias is not None))
+        elif isinstance(module, nn.RNNCellBase):  # LSTM / GRU / RNN cells: every gate's input and hidden maps
+            gate_macs = x.shape[0] * (module.weight_ih.numel() + module.weight_hh.numel())
+            macs += gate_macs
+            benchmark += gate_macs + x.shape[0] * 2 * module.weight_ih.shape[0] * module.bias
         elif isinstance(module, (nn.AvgPool2d, nn.MaxPool2d)):
             ks = module.kernel_size if isinstance(module.kernel_size, int) else module.kernel_size[0]
             macs += out_elems * ks * ks

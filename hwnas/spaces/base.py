@@ -29,6 +29,8 @@ CAPABILITIES = {
     "live_edges": "live_edges(arch) -> which decisions carry data to the output, with none_options() (live encodings)",
     "index": "size(), index(arch), arch_at(i): a finite, indexed space",
     "memory": "memory_estimate(arch, input_shape, batch) analytically, before building",
+    "grow": "decision 0 is the depth; node_decisions(node) lists a node's decisions; the supernet has active_nodes "
+            "and grow_node() (a new node with zero gain: function-preserving growth)",
 }
 #: FLOPs conventions of `SearchSpace.flops`
 FLOPS_CONVENTIONS = ("full", "benchmark")
@@ -259,7 +261,14 @@ class SearchSpace(ABC):
     def relax(self, alpha: torch.Tensor) -> torch.Tensor:
         """Mixing weights in the same layout as `encode`, so a predictor fitted on one-hot codes accepts relaxed
         ones. `alpha` has shape alpha_shape (or (..., *alpha_shape) for a batch)."""
-        return self.code_from_weights(self.mixing_weights(alpha))
+        return self.code_from_weights(self.expected_weights(alpha))
+
+    def expected_weights(self, alpha: torch.Tensor) -> torch.Tensor:
+        """The expected `encode` code of an architecture drawn from the mixing weights, laid out as alpha_shape:
+        what a cost on codes reads. The mixing weights themselves, unless the space's `encode` leaves the blocks of
+        decisions that do not exist in an architecture at zero (rnn-cell: nodes beyond the depth); such a space
+        scales those rows by the probability that they exist."""
+        return self.mixing_weights(alpha)
 
     def code_from_weights(self, weights: torch.Tensor) -> torch.Tensor:
         """Mixing weights (..., *alpha_shape) in the flat code's layout (..., code_length)."""
