@@ -1,6 +1,6 @@
 """Latency and energy predictors (installed as hwnas.predictors): encodings, regressors under one contract,
 metrics, few-shot transfer to a new device, active sampling, and the fit/predict front door."""
-from hwnas.predictors import boosted, ensemble, gcn, linear, mlp, transfer, trees  # noqa: F401  (register predictors)
+from hwnas.predictors import boosted, ensemble, gcn, layer_lut, linear, mlp, transfer, trees  # noqa: F401  (register)
 from hwnas.predictors.active import select_active
 from hwnas.predictors.api import (
     fit_from_csv,

@@ -2,6 +2,7 @@
 from hwnas.profilers import onnxruntime, torch_backend  # noqa: F401  (register backends)
 from hwnas.profilers.base import BACKENDS, Backend, available_backends, get_backend, register_backend
 from hwnas.profilers.energy import ENERGY_METERS, EnergyMeter, register_energy_meter
+from hwnas.profilers.layer_lut import layer_lut_predictor, profile_layers
 from hwnas.profilers.lookup import lookup_from_profiling
 from hwnas.profilers.profile import ProfileSummary, measure_arch, profile_space
 from hwnas.profilers.samplers import SAMPLERS, Sampler, register_sampler, sample_archs
@@ -26,8 +27,10 @@ __all__ = [
     "TimingProtocol",
     "available_backends",
     "get_backend",
+    "layer_lut_predictor",
     "lookup_from_profiling",
     "measure_arch",
+    "profile_layers",
     "profile_space",
     "register_backend",
     "register_energy_meter",

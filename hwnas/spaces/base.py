@@ -29,6 +29,8 @@ CAPABILITIES = {
     "live_edges": "live_edges(arch) -> which decisions carry data to the output, with none_options() (live encodings)",
     "index": "size(), index(arch), arch_at(i): a finite, indexed space",
     "memory": "memory_estimate(arch, input_shape, batch) analytically, before building",
+    "layers": "layers(arch, input_shape) -> [(layer description, its input shape)] and layer_module(description): "
+              "per-layer latency tables (the layer-lut predictor)",
 }
 #: FLOPs conventions of `SearchSpace.flops`
 FLOPS_CONVENTIONS = ("full", "benchmark")
@@ -295,6 +297,16 @@ class SearchSpace(ABC):
     def live_edges(self, arch: Arch) -> list[bool]:
         """Which decisions carry data from input to output (declared with the "live_edges" capability)."""
         self.require("live_edges", "live-edge encodings")
+        raise NotImplementedError
+
+    def layers(self, arch: Arch, input_shape: Sequence[int] | None = None) -> list[tuple[str, tuple[int, ...]]]:
+        """Each layer as (its own description, its input shape) (declared with the "layers" capability)."""
+        self.require("layers", "per-layer latency tables")
+        raise NotImplementedError
+
+    def layer_module(self, description: str) -> nn.Module:
+        """A standalone module for one layer description of `layers` (declared with the "layers" capability)."""
+        self.require("layers", "per-layer latency tables")
         raise NotImplementedError
 
     def profile(self, arch: Arch, input_shape: Sequence[int] | None = None):

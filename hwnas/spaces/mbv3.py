@@ -293,6 +293,7 @@ class MBV3Space(SearchSpace):
     name = "mbv3"
     defaults: ClassVar[dict[str, Any]] = {"width": 0.5, "stages": 3, "classes": 10, "res": 0, "stem": 1}
     default_input_shape = (3, 32, 32)
+    capabilities = frozenset({"layers"})
 
     def __init__(self, **params):
         super().__init__(**params)
