@@ -189,6 +189,19 @@ class ElasticMBConv(nn.Module):
         h = self.project_bn(self.project(h))
         return x + h if self.residual else h
 
+    def forward_subnet(self, x: torch.Tensor, kernel: int, expand: int) -> torch.Tensor:
+        """One setting (option indices) with sliced weights: the cheap path for training one subnet at a time."""
+        mid, k = self.mids[expand], KERNELS[kernel]
+        h = self.act(_sliced_bn(self.expand_bn, F.conv2d(x, self.expand.weight[:mid]), mid))
+        h = F.conv2d(h, self.kernels()[kernel][:mid], None, self.stride, k // 2, groups=mid)
+        h = self.act(_sliced_bn(self.depthwise_bn, h, mid))
+        if self.se is not None:
+            r = self.reduced[expand]
+            s = F.relu(F.conv2d(h.mean(dim=(2, 3), keepdim=True), self.se.reduce.weight[:r, :mid], self.se.reduce.bias[:r]))
+            h = h * F.hardsigmoid(F.conv2d(s, self.se.expand.weight[:mid, :r], self.se.expand.bias[:mid]))
+        h = self.project_bn(F.conv2d(h, self.project.weight[:, :mid]))
+        return x + h if self.residual else h
+
     @torch.no_grad()
     def sort_channels(self) -> None:
         """Order the expanded channels (and squeeze-excite's reduced ones) by importance, the L1 norm of their
@@ -224,6 +237,12 @@ class ElasticMBConv(nn.Module):
             out.update({"se.reduce.weight": self.se.reduce.weight[:r, :mid], "se.reduce.bias": self.se.reduce.bias[:r],
                         "se.expand.weight": self.se.expand.weight[:mid, :r], "se.expand.bias": self.se.expand.bias[:mid]})
         return {k: v.detach().clone() for k, v in out.items()}
+
+
+def _sliced_bn(bn: nn.BatchNorm2d, x: torch.Tensor, c: int) -> torch.Tensor:
+    """BatchNorm over the first `c` channels of `bn` (its running statistics are updated in place when training)."""
+    return F.batch_norm(x, bn.running_mean[:c], bn.running_var[:c], bn.weight[:c], bn.bias[:c],
+                        bn.training, 0.1 if bn.momentum is None else bn.momentum, bn.eps)
 
 
 def _permute_bn(bn: nn.BatchNorm2d, order: torch.Tensor) -> None:
@@ -277,6 +296,21 @@ class MBV3Supernet(nn.Module):
             for o in range(len(DEPTHS)):
                 mixed = mixed + (weights[d, o] * outputs[o] if o < len(outputs) else weights[d, o])
             h = mixed
+        return self.classifier(self.head(h))
+
+    def forward_subnet(self, x: torch.Tensor, choices: Sequence[int]) -> torch.Tensor:
+        """The subnet of these choices (an `Arch`'s) alone, with sliced weights: equal to `forward` with one-hot
+        weights, cheaper (what progressive shrinking trains)."""
+        first = 0
+        if self.resolutions:
+            size = self.resolutions[int(choices[0])]
+            x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)
+            first = 1
+        h = self.stem(x)
+        for s, blocks in enumerate(self.stages):
+            d = first + s * PER_STAGE
+            for b in range(DEPTHS[int(choices[d])]):
+                h = blocks[b].forward_subnet(h, int(choices[d + 1 + 2 * b]), int(choices[d + 2 + 2 * b]))
         return self.classifier(self.head(h))
 
     def sort_channels(self) -> None:
@@ -451,7 +485,8 @@ class MBV3Space(SearchSpace):
     def extract(self, supernet: MBV3Supernet, arch: Arch, input_shape: Sequence[int] | None = None) -> nn.Module:
         """`build(arch)` with the supernet's shared weights: its output equals the supernet's with that setting."""
         arch = self.canonical(self.parse(arch))
-        net = self.build(arch, input_shape)
+        in_channels = supernet.stem[0].in_channels  # the build's only use of the input shape
+        net = self.build(arch, (in_channels, *tuple(input_shape or self.default_input_shape)[1:]))
         state = {f"stem.{k}": v for k, v in supernet.stem.state_dict().items()}
         state.update({f"head.{k}": v for k, v in supernet.head.state_dict().items()})
         state.update({f"classifier.{k}": v for k, v in supernet.classifier.state_dict().items()})
