@@ -31,6 +31,8 @@ CAPABILITIES = {
     "memory": "memory_estimate(arch, input_shape, batch) analytically, before building",
     "layers": "layers(arch, input_shape) -> [(layer description, its input shape)] and layer_module(description): "
               "per-layer latency tables (the layer-lut predictor)",
+    "elastic": "an elastic (Once-for-All) supernet: load_supernet(path) -> (supernet, record), extract(supernet, arch) "
+               "-> build(arch) with the shared weights",
 }
 #: FLOPs conventions of `SearchSpace.flops`
 FLOPS_CONVENTIONS = ("full", "benchmark")

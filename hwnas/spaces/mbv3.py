@@ -327,7 +327,7 @@ class MBV3Space(SearchSpace):
     name = "mbv3"
     defaults: ClassVar[dict[str, Any]] = {"width": 0.5, "stages": 3, "classes": 10, "res": 0, "stem": 1}
     default_input_shape = (3, 32, 32)
-    capabilities = frozenset({"layers"})
+    capabilities = frozenset({"layers", "elastic"})
 
     def __init__(self, **params):
         super().__init__(**params)
@@ -555,7 +555,7 @@ class MBV3Space(SearchSpace):
     def layer_module(self, key: str) -> nn.Module:
         """A standalone module for one layer description of `layers` (what the table profiles)."""
         kind, *parts = key.split("-")
-        c, h, w = (int(v) for v in parts[0].split("x"))
+        c = int(parts[0].split("x")[0])
         if kind == "resize":
             return Resize(int(parts[1][1:]))
         if kind == "stem":
