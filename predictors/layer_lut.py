@@ -8,8 +8,10 @@ latency under independent decisions (a block counts with the probability that th
 the table is a differentiable search cost too. Saved as data: the layer descriptions and their latencies (an .npz
 of strings and numbers, no pickles), the slot layout and the correction.
 
-The table is filled by measuring on the device (hwnas.profilers.layer_lut_predictor); `fit` learns only the
-correction, from whole-network measurements.
+The table is filled by measuring on the device (hwnas.profilers.layer_lut_predictor); `fit` then learns only
+the correction, from whole-network measurements. Without a measured table (`hwnas fit --predictor layer-lut`, or
+any space without the "layers" capability) `fit` estimates one cost per decision and option from whole networks
+instead (ridge on the one-hot code), so the predictor works on every space like any other.
 """
 from __future__ import annotations
 
@@ -105,6 +107,8 @@ class LayerLUTPredictor(Predictor):
         self.keys: np.ndarray | None = None
         self.values = self.slot_index = self.fixed_index = None
         self.coef = np.array([1.0, 0.0, 0.0])
+        self.linear: np.ndarray | None = None  # per-option costs, when fitted without a measured table
+        self.intercept = 0.0
 
     @classmethod
     def from_table(cls, space: SearchSpace, input_shape, table: dict[str, float]) -> LayerLUTPredictor:
@@ -123,9 +127,16 @@ class LayerLUTPredictor(Predictor):
         """{layer description: measured ms}."""
         return dict(zip(self.keys.tolist(), self.values.tolist()))
 
-    def torch_module(self) -> LayerTableModule:
+    def torch_module(self) -> nn.Module:
         if self.values is None:
-            raise HwnasError("this layer table has no measurements; build it with hwnas.profilers.layer_lut_predictor")
+            if self.linear is None:
+                raise HwnasError("this layer table has no measurements; build it with "
+                                 "hwnas.profilers.layer_lut_predictor")
+            linear = nn.Linear(len(self.linear), 1)
+            with torch.no_grad():
+                linear.weight.copy_(torch.as_tensor(self.linear, dtype=torch.float32)[None])
+                linear.bias.fill_(self.intercept)
+            return nn.Sequential(linear, nn.Flatten(0))
         values = np.append(self.values, 0.0)  # index -1 (no layer) reads 0
         fixed_layers = (self.fixed_index >= 0).sum(axis=1).astype(np.float64)
         return LayerTableModule(values[self.slot_index], values[self.fixed_index].sum(axis=1), fixed_layers,
@@ -139,7 +150,10 @@ class LayerLUTPredictor(Predictor):
 
     def fit(self, X: np.ndarray, y: np.ndarray) -> LayerLUTPredictor:
         """Learn the per-network correction from whole-network measurements (the table itself is measured): a, b,
-        c of a * sum + b + c * layers by least squares with 8 or more rows, a and b with 3 or more, else a alone."""
+        c of a * sum + b + c * layers by least squares with 8 or more rows, a and b with 3 or more, else a alone.
+        Without a measured table: per-option costs by ridge regression on the one-hot code."""
+        if self.values is None:
+            return self._fit_linear(X, y)
         raw, layers = self.parts(X)
         y = np.asarray(y, np.float64)
         coef = None
@@ -155,15 +169,29 @@ class LayerLUTPredictor(Predictor):
         self.coef = coef
         return self
 
+    def _fit_linear(self, X: np.ndarray, y: np.ndarray) -> LayerLUTPredictor:
+        from sklearn.linear_model import Ridge  # as the lookup predictor does: scikit-learn loads only when fitting
+
+        model = Ridge(alpha=1e-3).fit(np.asarray(X, np.float64), np.asarray(y, np.float64))
+        self.linear, self.intercept = np.asarray(model.coef_, np.float64), float(model.intercept_)
+        return self
+
     def predict(self, X: np.ndarray) -> np.ndarray:
+        if self.values is None:
+            return np.maximum(np.asarray(X, np.float64) @ self.linear + self.intercept, 1e-6)
         raw, layers = self.parts(X)
         return np.maximum(self.coef[0] * raw + self.coef[1] + self.coef[2] * layers, 1e-6)
 
     def get_arrays(self) -> dict[str, np.ndarray]:
+        if self.values is None:
+            return {"linear": self.linear, "intercept": np.array(self.intercept)}
         return {"keys": self.keys.astype(str), "values": self.values, "slot_index": self.slot_index,
                 "fixed_index": self.fixed_index, "coef": self.coef}
 
     def set_arrays(self, arrays: dict[str, np.ndarray]) -> None:
+        if "linear" in arrays:
+            self.linear, self.intercept = np.asarray(arrays["linear"], np.float64), float(arrays["intercept"])
+            return
         self.keys = np.asarray(arrays["keys"]).astype(str)
         self.values = np.asarray(arrays["values"], np.float64)
         self.slot_index = np.asarray(arrays["slot_index"], np.int64)
