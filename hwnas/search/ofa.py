@@ -218,11 +218,12 @@ def nat_search(space, supernet: nn.Module, data, latency, budget_ms: float, opti
 
 
 def measured_choice(space, front: list[dict[str, Any]], latency, budget_ms: float, backend, store, input_shape,
-                    max_repairs: int = 5, protocol: TimingProtocol | None = None,
-                    reporter: Reporter | None = None) -> dict[str, Any]:
+                    max_repairs: int = 5, protocol: TimingProtocol | None = None, reporter: Reporter | None = None,
+                    accuracy=None) -> dict[str, Any]:
     """The most accurate front subnet measured within budget: candidates by predicted accuracy (supernet accuracy
     where known), each measured on `backend` and stored; over budget refits the latency predictor's correction on
-    the store's measurements and takes the next predicted within budget."""
+    the store's measurements and takes the next predicted within budget. When the front is spent, the subnet this
+    device already measured within budget that `accuracy` (a predictor on one-hot codes) rates best."""
     report = reporter_or_null(reporter)
     attempts: list[dict[str, Any]] = []
     tried: set[str] = set()
@@ -246,8 +247,27 @@ def measured_choice(space, front: list[dict[str, Any]], latency, budget_ms: floa
         rows = store.measurements(device=backend.device_id(), backend=backend.name, space=space.spec,
                                   input_shape=tuple(input_shape), batch=1)
         latency.fit(space.encode_many([space.from_string(r.arch) for r in rows]), np.array([r.latency_ms for r in rows]))
+    fallback = _measured_fallback(space, accuracy, latency, budget_ms, backend, store, input_shape)
+    if fallback is not None:
+        report.message(f"front spent: {fallback['arch']}, measured {fallback['measured_latency_ms']:.4g} ms before, "
+                       "is the best rated subnet this device measured within budget")
+        return {**fallback, "attempts": attempts}
     raise HwnasError(f"no subnet of the front was measured within {budget_ms:g} ms after {len(attempts)} "
                      "measurement(s); raise the budget")
+
+
+def _measured_fallback(space, accuracy, latency, budget_ms, backend, store, input_shape) -> dict[str, Any] | None:
+    if accuracy is None:
+        return None
+    rows = [r for r in store.measurements(device=backend.device_id(), backend=backend.name, space=space.spec,
+                                          input_shape=tuple(input_shape), batch=1) if r.latency_ms <= budget_ms]
+    if not rows:
+        return None
+    scores = accuracy.predict(space.encode_many([space.from_string(r.arch) for r in rows]))
+    best = rows[int(np.argmax(scores))]
+    return {"arch": best.arch, "predicted_accuracy": float(np.max(scores)), "supernet_accuracy": None,
+            "predicted_latency_ms": _predict(space, latency, best.arch), "measured_latency_ms": best.latency_ms,
+            "fallback": True}
 
 
 def _predict(space, predictor, arch_string: str) -> float:

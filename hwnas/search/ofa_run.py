@@ -111,7 +111,8 @@ def _search(o, space, supernet, data, latency, budget, device, store, shape, rep
                                                                             per_round=6, trials=300), report)
         if not nat.front:
             raise HwnasError(f"no subnet of {space.spec} is predicted within {budget:.4g} ms; raise the budget")
-        return measured_choice(space, nat.front, latency, budget, device, store, shape, reporter=report)
+        return measured_choice(space, nat.front, latency, budget, device, store, shape, reporter=report,
+                               accuracy=nat.accuracy_predictor)
     search = BudgetSearchOptions(strategy=o.strategy, epochs=max(1, o.search_epochs // 5), seed=o.seed,
                                  budget_mode=o.budget_mode)
     result = search_under_budget(space, data, {"latency_ms": latency}, {"latency_ms": budget}, search,
