@@ -48,6 +48,12 @@ def test_strings_round_trip_and_bad_ones_are_one_line(spec):
             space.from_string(bad)
 
 
+@pytest.mark.parametrize("spec", ["mbv3:stages=9", "mbv3:width=0", "mbv3:res=2/x", "mbv3:stem=3", "mbv3:depth=2"])
+def test_bad_settings_are_one_line(spec):
+    with pytest.raises(HwnasError, match="mbv3|accepted"):
+        get_space(spec)
+
+
 def test_canonical_archs_and_ragged_contract():
     space = get_space("mbv3:res=16/24/32,stages=2")
     assert space.ragged is False and space.alpha_shape == (1 + 2 * 9, 3)

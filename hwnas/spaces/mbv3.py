@@ -406,8 +406,7 @@ class MBV3Space(SearchSpace):
 
     def from_string(self, text: str) -> Arch:
         s = str(text).strip()
-        example = (f"r{self.resolutions[-1]}:" if self.resolutions else "") + "|".join(EXAMPLE.split("|")[: self.stages]
-                                                                                      + ["k3e6,k3e6"] * max(0, self.stages - 3))
+        example = self.to_string(self.example())
         hint = (f"expected {self.stages} stage(s) separated by '|', each 2-4 blocks 'k<kernel>e<expand>' separated by "
                 f"',' (kernels {'/'.join(map(str, KERNELS))}, expands {'/'.join(map(str, EXPANDS))}), e.g. {example}")
         choices: list[int] = []
@@ -475,6 +474,15 @@ class MBV3Space(SearchSpace):
     def supernet(self, input_shape: Sequence[int] | None = None) -> MBV3Supernet:
         shape = self.check_input_shape(input_shape or self.default_input_shape)
         return MBV3Supernet(self.layout, shape[0])
+
+    def example(self) -> Arch:
+        """A readable example for messages: EXAMPLE's stages, repeated as needed, at the highest resolution."""
+        stages = (EXAMPLE.split("|") * self.stages)[: self.stages]
+        prefix = f"r{self.resolutions[-1]}:" if self.resolutions else ""
+        choices: list[int] = [len(self.resolutions) - 1] if self.resolutions else []
+        for stage in stages:
+            choices += self._parse_stage(prefix, stage, "")
+        return Arch(self.name, tuple(choices))
 
     def largest(self) -> Arch:
         """The largest network (kernel 7, expand 6, depth 4 everywhere; the highest resolution)."""
