@@ -78,13 +78,14 @@ def supernet_part(args, space, data) -> tuple[dict, torch.nn.Module]:
     calib = data.x_train[:512]
     shared = [evaluate_subnet(space, supernet, a, data.x_test, data.y_test, calib) for a in archs]
     started = time.perf_counter()
-    scratch = [train_arch(space, a, data, epochs=sum(epochs), seed=args.seed)[1] for a in archs]
+    scratch = [np.nan if "scratch" in args.skip else train_arch(space, a, data, epochs=sum(epochs), seed=args.seed)[1]
+               for a in archs]
     scratch_seconds = time.perf_counter() - started
     rows = [{"arch": space.to_string(a), "supernet": s, "scratch": t} for a, s, t in zip(archs, shared, scratch)]
     return {"subnets": len(archs), "epochs": list(epochs), "rows": rows,
             "mean_supernet": float(np.mean(shared)), "mean_scratch": float(np.mean(scratch)),
             "mean_gap": float(np.mean(np.subtract(scratch, shared))),
-            "spearman": float(spearmanr(shared, scratch)[0]) if len(archs) > 2 else None,
+            "spearman": float(spearmanr(shared, scratch)[0]) if len(archs) > 2 and "scratch" not in args.skip else None,
             "seconds": {"supernet": round(train_seconds, 1), "scratch": round(scratch_seconds, 1)}}, supernet
 
 
@@ -130,7 +131,7 @@ def main() -> None:
     parser.add_argument("--space", default="mbv3")
     parser.add_argument("--shape", type=int, nargs=3, default=[3, 32, 32], help="layer-table part's input")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--skip", nargs="*", default=[], choices=["table", "supernet", "search"])
+    parser.add_argument("--skip", nargs="*", default=[], choices=["table", "supernet", "scratch", "search"])
     args = parser.parse_args()
     q = args.quick
     args.networks, args.fit_networks = (20, 10) if q else (100, 20)
