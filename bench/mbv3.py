@@ -119,7 +119,8 @@ def search_part(args, space, data, supernet, backend) -> dict:
     random_points = points(random_archs)
     reference = np.array([1.0, budget * 1.1])
     return {"budget_ms": budget, "evaluations": nat.evaluations, "nat_front": len(nat.front),
-            "hv_nat": _front_hv(nat_points, reference, budget), "hv_random": _front_hv(random_points, reference, budget),
+            "hv_nat": _front_hv(nat_points, reference, budget),
+            "hv_random": _front_hv(random_points, reference, budget),
             "best_error_nat": float(nat_points[nat_points[:, 1] <= budget, 0].min(initial=1.0)),
             "best_error_random": float(random_points[random_points[:, 1] <= budget, 0].min(initial=1.0)),
             "seconds": {"nat": round(nat_seconds, 1)}}

@@ -30,7 +30,8 @@ OPTIONS = 3
 SLOTS = 4
 
 
-def layer_slots(space: SearchSpace, input_shape) -> tuple[list[str], dict[str, tuple[int, ...]], np.ndarray, np.ndarray]:
+def layer_slots(space: SearchSpace, input_shape
+                ) -> tuple[list[str], dict[str, tuple[int, ...]], np.ndarray, np.ndarray]:
     """(distinct layer descriptions, their input shapes, slot_index (R, stages, 4, 3, 3) and fixed_index (R, 3), both
     indices into the descriptions, -1 where no layer is): which table entry each block slot, kernel and expand
     option reads at each resolution option (R = 1 without a resolution decision)."""

@@ -71,7 +71,8 @@ def _measure_layers(space, backend, input_shape, store, protocol, reporter) -> d
         if len(table) < len(keys):
             store.require_writable()
             store.add_device(backend.device_id(), backend.device_name(), backend.fingerprint())
-    with report.progress(f"profiling {len(keys)} layers of {space.spec}", total=len(keys), completed=len(table)) as task:
+    title = f"profiling {len(keys)} layers of {space.spec}"
+    with report.progress(title, total=len(keys), completed=len(table)) as task:
         for k in keys:
             if k in table:
                 continue

@@ -102,7 +102,8 @@ def check_options(f):
 @run_dir_option
 @store_option
 @json_option
-def export(space, arch, from_search, weights, supernet, finetune_epochs, input_shape, dataset, exporter, int8, tensorrt, tensorrt_precision, budget_ms,
+def export(space, arch, from_search, weights, supernet, finetune_epochs, input_shape, dataset, exporter, int8, tensorrt,
+           tensorrt_precision, budget_ms,
            budget_mj, out_dir, backend_name, threads, protocol, rtol, atol, batch, seed, run_dir, store_url, as_json):
     """Export an architecture as a deployable bundle: ONNX (optionally int8 and a TensorRT engine), weights,
     parity inputs and a manifest with SHA-256 hashes, the exporter that ran, parity figures, predicted vs

@@ -246,7 +246,8 @@ def measured_choice(space, front: list[dict[str, Any]], latency, budget_ms: floa
             return {**best, "measured_latency_ms": m.latency_ms, "attempts": attempts}
         rows = store.measurements(device=backend.device_id(), backend=backend.name, space=space.spec,
                                   input_shape=tuple(input_shape), batch=1)
-        latency.fit(space.encode_many([space.from_string(r.arch) for r in rows]), np.array([r.latency_ms for r in rows]))
+        codes = space.encode_many([space.from_string(r.arch) for r in rows])
+        latency.fit(codes, np.array([r.latency_ms for r in rows]))
     fallback = _measured_fallback(space, accuracy, latency, budget_ms, backend, store, input_shape)
     if fallback is not None:
         report.message(f"front spent: {fallback['arch']}, measured {fallback['measured_latency_ms']:.4g} ms before, "

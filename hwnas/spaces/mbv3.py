@@ -122,7 +122,8 @@ class Resize(nn.Module):
 
 
 class MBV3Net(nn.Module):
-    def __init__(self, layout: dict[str, Any], in_channels: int, blocks: Sequence[tuple[int, int, int, int, int, bool, str]],
+    def __init__(self, layout: dict[str, Any], in_channels: int,
+                 blocks: Sequence[tuple[int, int, int, int, int, bool, str]],
                  resolution: int | None):
         super().__init__()
         self.resize = Resize(resolution) if resolution else nn.Identity()
@@ -197,7 +198,8 @@ class ElasticMBConv(nn.Module):
         h = self.act(_sliced_bn(self.depthwise_bn, h, mid))
         if self.se is not None:
             r = self.reduced[expand]
-            s = F.relu(F.conv2d(h.mean(dim=(2, 3), keepdim=True), self.se.reduce.weight[:r, :mid], self.se.reduce.bias[:r]))
+            pooled = h.mean(dim=(2, 3), keepdim=True)
+            s = F.relu(F.conv2d(pooled, self.se.reduce.weight[:r, :mid], self.se.reduce.bias[:r]))
             h = h * F.hardsigmoid(F.conv2d(s, self.se.expand.weight[:mid, :r], self.se.expand.bias[:mid]))
         h = self.project_bn(F.conv2d(h, self.project.weight[:, :mid]))
         return x + h if self.residual else h
@@ -235,7 +237,8 @@ class ElasticMBConv(nn.Module):
         if self.se is not None:
             r = self.reduced[expand]
             out.update({"se.reduce.weight": self.se.reduce.weight[:r, :mid], "se.reduce.bias": self.se.reduce.bias[:r],
-                        "se.expand.weight": self.se.expand.weight[:mid, :r], "se.expand.bias": self.se.expand.bias[:mid]})
+                        "se.expand.weight": self.se.expand.weight[:mid, :r],
+                        "se.expand.bias": self.se.expand.bias[:mid]})
         return {k: v.detach().clone() for k, v in out.items()}
 
 
@@ -261,7 +264,8 @@ class MBV3Supernet(nn.Module):
         self.stem = stem(in_channels, layout["stem"], layout["stem_stride"])
         stages, c_in = [], layout["stem"]
         for (_, stride, act, se), width in zip(layout["stages"], layout["widths"]):
-            stages.append(nn.ModuleList(ElasticMBConv(c_in if b == 0 else width, width, stride if b == 0 else 1, se, act)
+            stages.append(nn.ModuleList(ElasticMBConv(c_in if b == 0 else width, width, stride if b == 0 else 1, se,
+                                                      act)
                                         for b in range(MAX_DEPTH)))
             c_in = width
         self.stages = nn.ModuleList(stages)
@@ -442,7 +446,8 @@ class MBV3Space(SearchSpace):
     def graph(self, arch: Arch) -> Graph:
         """A chain: input, [resize], one node per active block labelled by its kernel and expand, output."""
         res, stages = self.decode(self.canonical(arch))
-        ops = ["input"] + ([f"r{res}"] if res else []) + [f"k{k}e{e}" for blocks in stages for k, e in blocks] + ["output"]
+        blocks = [f"k{k}e{e}" for stage in stages for k, e in stage]
+        ops = ["input"] + ([f"r{res}"] if res else []) + blocks + ["output"]
         vocabulary = ("input",) + tuple(f"r{r}" for r in self.resolutions) + tuple(
             f"k{k}e{e}" for k in KERNELS for e in EXPANDS) + ("output",)
         return Graph(ops=tuple(ops), adjacency=np.eye(len(ops), k=1, dtype=np.float32), op_vocabulary=vocabulary)
