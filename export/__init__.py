@@ -27,6 +27,7 @@ from hwnas.export.manifest import (
 from hwnas.export.network import calibrate_batchnorm, load_weights_into
 from hwnas.export.quantize import INT8_MODES, quantize_onnx
 from hwnas.export.sources import load_samples, read_search_result, sample_shape
+from hwnas.export.subnet import finetune, subnet_from_supernet
 from hwnas.export.tensorrt import TENSORRT_PRECISIONS, TensorRTRunner, build_engine, tensorrt_unavailable
 from hwnas.export.validate import CheckSettings, compare_outputs, onnx_backends, validate_bundle
 
@@ -34,7 +35,8 @@ __all__ = [
     "BUNDLE_FILES", "BUNDLE_FORMAT", "EXPORTERS", "INT8_MODES", "MANIFEST_FILE", "TENSORRT_PRECISIONS", "CheckSettings",
     "ExportOptions", "ExporterWarning", "OnnxExport", "TensorRTRunner", "build_engine", "bundle_folder",
     "calibrate_batchnorm", "check_budgets", "check_input_shape_matches", "check_output_dir", "check_tolerance",
-    "compare_outputs", "export_bundle", "export_onnx", "file_sha256", "load_onnx", "load_samples",
+    "compare_outputs", "export_bundle", "export_onnx", "file_sha256", "finetune", "load_onnx", "load_samples",
     "load_weights_into", "manifest_input_shape", "onnx_backends", "quantize_onnx", "read_manifest",
-    "read_search_result", "sample_shape", "tensorrt_unavailable", "validate_bundle", "verify_hashes",
+    "read_search_result", "sample_shape", "subnet_from_supernet", "tensorrt_unavailable", "validate_bundle",
+    "verify_hashes",
 ]

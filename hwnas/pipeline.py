@@ -24,6 +24,7 @@ from hwnas.profilers import get_backend, profile_space
 from hwnas.reporting import Reporter, reporter_or_null
 from hwnas.search.api import DEFAULT_COST_PREDICTOR, DEFAULT_SPACE, check_cost_predictor, resolve_cost_predictor
 from hwnas.search.budget import BudgetSearchOptions, search_under_budget
+from hwnas.search.ofa_run import run_ofa
 from hwnas.search.train import train_arch
 from hwnas.spaces import get_space
 from hwnas.store import open_store
@@ -84,6 +85,8 @@ def run_pipeline(options: PipelineOptions | None = None, reporter: Reporter | No
     o = options or PipelineOptions()
     o.check()
     report = reporter_or_null(reporter)
+    if get_space(o.space).has("elastic"):  # a Once-for-All space: supernet, layer table, NAT, extraction
+        return run_ofa(o, report)
     stages = _Stages(report)
     run_dir = Path(o.run_dir)
     data = load_dataset(o.dataset, seed=o.seed)

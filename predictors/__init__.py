@@ -1,6 +1,17 @@
 """Latency and energy predictors (installed as hwnas.predictors): encodings, regressors under one contract,
 metrics, few-shot transfer to a new device, active sampling, and the fit/predict front door."""
-from hwnas.predictors import boosted, ensemble, gcn, hgp_sl, linear, mlp, renas, transfer, trees  # noqa: F401  (register predictors)
+from hwnas.predictors import (  # noqa: F401  (register predictors)
+    boosted,
+    ensemble,
+    gcn,
+    hgp_sl,
+    layer_lut,
+    linear,
+    mlp,
+    renas,
+    transfer,
+    trees,
+)
 from hwnas.predictors.active import select_active
 from hwnas.predictors.api import (
     fit_from_csv,

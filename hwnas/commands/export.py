@@ -30,6 +30,7 @@ from hwnas.export import (
     load_weights_into,
     read_search_result,
     sample_shape,
+    subnet_from_supernet,
     validate_bundle,
 )
 from hwnas.measurement import budgets_from
@@ -70,6 +71,11 @@ def check_options(f):
               help="Trained state_dict (torch.save) of the architecture. Default: the search result's retrained "
                    "weights, else random init with BatchNorm statistics calibrated on the inputs, enough to check "
                    "the export, not to deploy.")
+@click.option("--supernet", type=click.Path(dir_okay=False), default=None, metavar="SUPERNET.pt",
+              help="Take the architecture's weights out of this elastic supernet checkpoint (mbv3, from `hwnas run "
+                   "--space mbv3`), BatchNorm recalibrated on --dataset's training split (random inputs without it).")
+@click.option("--finetune-epochs", default=0, show_default=True, type=click.IntRange(min=0),
+              help="With --supernet: fine-tune the extracted subnet this many epochs on --dataset's training split.")
 @click.option("--input-shape", default=None, metavar="CxHxW",
               help="Input of one sample, e.g. 3x32x32 [default: the dataset's, else the space's].")
 @click.option("--dataset", default=None, metavar="NAME|PATH",
@@ -96,7 +102,8 @@ def check_options(f):
 @run_dir_option
 @store_option
 @json_option
-def export(space, arch, from_search, weights, input_shape, dataset, exporter, int8, tensorrt, tensorrt_precision, budget_ms,
+def export(space, arch, from_search, weights, supernet, finetune_epochs, input_shape, dataset, exporter, int8, tensorrt,
+           tensorrt_precision, budget_ms,
            budget_mj, out_dir, backend_name, threads, protocol, rtol, atol, batch, seed, run_dir, store_url, as_json):
     """Export an architecture as a deployable bundle: ONNX (optionally int8 and a TensorRT engine), weights,
     parity inputs and a manifest with SHA-256 hashes, the exporter that ran, parity figures, predicted vs
@@ -120,7 +127,12 @@ def export(space, arch, from_search, weights, input_shape, dataset, exporter, in
         budgets={**(result.get("budgets") or {}), **budgets_from(budget_ms, budget_mj)}, backend=backend_name,
         threads=threads or 1, batch=batch, rtol=1e-3 if rtol is None else rtol, atol=1e-4 if atol is None else atol,
         protocol=TimingProtocol.named(protocol), seed=seed)
-    manifest = export_bundle(s, arch, out_dir, options, model=load_weights_into(s, arch, shape, weights) if weights else None,
+    if supernet and weights:
+        raise HwnasError("give either --weights or --supernet, not both")
+    model = load_weights_into(s, arch, shape, weights) if weights else None
+    if supernet:
+        model = subnet_from_supernet(s, arch, supernet, shape, dataset, finetune_epochs, seed)[0]
+    manifest = export_bundle(s, arch, out_dir, options, model=model,
                              inputs=data[0], labels=data[1], store=open_store(store_url, run_dir) if store_url else None,
                              reporter=reporter(as_json))
     _print_report(f"Bundle {out_dir.resolve()}", {"bundle": str(out_dir.resolve()), **manifest}, as_json)

@@ -21,7 +21,7 @@ from hwnas.errors import HwnasError, quote
 from hwnas.files import atomic_write
 from hwnas.measurement import budgets_from
 from hwnas.predictors import PREDICTORS, fit_from_store, load_predictor
-from hwnas.profilers import TimingProtocol, get_backend
+from hwnas.profilers import TimingProtocol, get_backend, layer_lut_predictor
 from hwnas.reporting import Reporter, reporter_or_null
 from hwnas.search.budget import BudgetSearchOptions, search_under_budget
 from hwnas.search.train import train_arch
@@ -76,6 +76,10 @@ def resolve_cost_predictor(spec: str | Path, target: str, space, input_shape, ba
         if meta.get("target") and meta["target"] != target:
             raise HwnasError(f"{spec} predicts {meta['target']}, but the {target} budget needs a {target} predictor")
         return p
+    if spec == "layer-lut":  # measured layer by layer on the device, corrected on the store's networks
+        if batch != 1:
+            raise HwnasError("the layer-lut predictor is measured at batch 1; search at batch 1 or use another predictor")
+        return layer_lut_predictor(space, backend, input_shape, store)
     fitted, _ = fit_from_store(store, space, backend.device_id(), backend.name, input_shape=input_shape, batch=batch,
                                target=target, predictor=spec, encoding="onehot", seed=seed)
     return fitted

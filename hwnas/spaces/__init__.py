@@ -1,5 +1,5 @@
 """Search spaces: the ground floor every other stage builds on."""
-from hwnas.spaces import circuit, nb201, rnn_cell  # noqa: F401  (register "circuit", "nb201", "rnn-cell")
+from hwnas.spaces import circuit, mbv3, nb201, rnn_cell  # noqa: F401  (register "circuit", "mbv3", "nb201", "rnn-cell")
 from hwnas.spaces.base import CAPABILITIES, FLOPS_CONVENTIONS, Arch, Graph, SearchSpace, memory_limit
 from hwnas.spaces.registry import SPACES, get_space, register_space
 

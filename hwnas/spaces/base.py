@@ -31,6 +31,10 @@ CAPABILITIES = {
     "memory": "memory_estimate(arch, input_shape, batch) analytically, before building",
     "grow": "decision 0 is the depth; node_decisions(node) lists a node's decisions; the supernet has active_nodes "
             "and grow_node() (a new node with zero gain: function-preserving growth)",
+    "layers": "layers(arch, input_shape) -> [(layer description, its input shape)] and layer_module(description): "
+              "per-layer latency tables (the layer-lut predictor)",
+    "elastic": "an elastic (Once-for-All) supernet: load_supernet(path) -> (supernet, record), extract(supernet, arch) "
+               "-> build(arch) with the shared weights",
 }
 #: FLOPs conventions of `SearchSpace.flops`
 FLOPS_CONVENTIONS = ("full", "benchmark")
@@ -304,6 +308,16 @@ class SearchSpace(ABC):
     def live_edges(self, arch: Arch) -> list[bool]:
         """Which decisions carry data from input to output (declared with the "live_edges" capability)."""
         self.require("live_edges", "live-edge encodings")
+        raise NotImplementedError
+
+    def layers(self, arch: Arch, input_shape: Sequence[int] | None = None) -> list[tuple[str, tuple[int, ...]]]:
+        """Each layer as (its own description, its input shape) (declared with the "layers" capability)."""
+        self.require("layers", "per-layer latency tables")
+        raise NotImplementedError
+
+    def layer_module(self, description: str) -> nn.Module:
+        """A standalone module for one layer description of `layers` (declared with the "layers" capability)."""
+        self.require("layers", "per-layer latency tables")
         raise NotImplementedError
 
     def profile(self, arch: Arch, input_shape: Sequence[int] | None = None):
