@@ -89,7 +89,7 @@ def test_other_bad_inputs_are_one_line_exit_2(cli, tmp_path, profiled_run):
     assert "hwnas profile" in line  # nothing profiled in that store yet
     line = one_error_line(invoke(cli, "--tabular", "--budget-ms", 1))
     assert "--latency-csv" in line and "--accuracy-csv" in line
-    r = invoke(cli, "--budget-ms", 1, "--strategy", "evolution")
+    r = invoke(cli, "--budget-ms", 1, "--strategy", "evolve")  # unknown: the choices are listed
     assert r.exit_code == 2 and "darts-2nd" in r.output
 
 
