@@ -1,5 +1,5 @@
 """Device profilers (installed as hwnas.profilers): backends, timing protocol, energy meters, samplers."""
-from hwnas.profilers import onnxruntime, torch_backend  # noqa: F401  (register backends)
+from hwnas.profilers import onnxruntime, spiking, torch_backend  # noqa: F401  (register backends)
 from hwnas.profilers.base import BACKENDS, Backend, available_backends, get_backend, register_backend
 from hwnas.profilers.energy import ENERGY_METERS, EnergyMeter, register_energy_meter
 from hwnas.profilers.lookup import lookup_from_profiling

@@ -1,6 +1,5 @@
 """Search spaces: the ground floor every other stage builds on."""
-from hwnas.spaces import nb201  # noqa: F401  (registers "nb201")
-from hwnas.spaces import nb201_snn, snn_transformer  # noqa: F401  (register the spiking spaces)
+from hwnas.spaces import nb201, nb201_snn, snn_transformer  # noqa: F401  (register the built-in spaces)
 from hwnas.spaces.base import CAPABILITIES, FLOPS_CONVENTIONS, Arch, Graph, SearchSpace, memory_limit
 from hwnas.spaces.registry import SPACES, get_space, register_space
 
