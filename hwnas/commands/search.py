@@ -8,10 +8,12 @@ from typing import Any
 import click
 
 from hwnas.commands.common import emit_json, json_option, reporter, results, run_dir_option, store_option, table
+from hwnas.commands.search_mo import mo_options, search_front
 from hwnas.errors import HwnasError
 from hwnas.profilers import BACKENDS, PROTOCOL_NAMES
 from hwnas.search.api import DEFAULT_SPACE, SearchOptions, cost_predictor_names, search_device
 from hwnas.search.cost import FORMS, MODES
+from hwnas.search.multi_objective import MO_STRATEGIES
 from hwnas.search.strategy import STRATEGIES
 
 
@@ -20,8 +22,10 @@ from hwnas.search.strategy import STRATEGIES
               help="Latency budget in ms per inference (batch 1).")
 @click.option("--budget-mj", type=float, default=None,
               help="Energy budget in mJ per inference; met together with --budget-ms when both are given.")
-@click.option("--strategy", default="darts", show_default=True, type=click.Choice(STRATEGIES.names()),
-              help="darts (bi-level, first order), darts-2nd (second order), single-level, mean-shift, gumbel.")
+@click.option("--strategy", default="darts", show_default=True,
+              type=click.Choice(STRATEGIES.names() + MO_STRATEGIES.names()),
+              help="darts (bi-level, first order), darts-2nd (second order), single-level, mean-shift, gumbel; "
+              "nsga2 (Pareto front of --objectives), evolution (regularized, one objective), random.")
 @click.option("--space", default=DEFAULT_SPACE, show_default=True, metavar="NAME[:K=V,...]",
               help="Search space and its settings (classes follow the dataset).")
 @click.option("--dataset", default="digits", show_default=True,
@@ -60,12 +64,14 @@ from hwnas.search.strategy import STRATEGIES
               help="Tabular: rank by the accuracy table (oracle) or by an accuracy predictor fitted on 200 archs.")
 @click.option("--seed", default=0, show_default=True, type=int,
               help="Random seed: data split, supernet initialisation and batches (tabular: the initial sample).")
+@mo_options
 @run_dir_option
 @store_option
 @json_option
 def search(budget_ms, budget_mj, strategy, space, dataset, limit, epochs, retrain_epochs, backend, threads, protocol, predictor,
            energy_predictor, cost_form, budget_mode, tabular, latency_csv, latency_column, accuracy_csv, accuracy_column, measurements,
-           accuracy_signal, seed, run_dir, store_url, as_json):
+           accuracy_signal, seed, objectives, trials, workers, population, accuracy_source, study_storage, run_dir,
+           store_url, as_json):
     """Search for the most accurate architecture within a latency (and/or energy) budget.
 
     The supernet search adds a differentiable predicted cost with a multiplier adapted by dual ascent, so the
@@ -75,7 +81,14 @@ def search(budget_ms, budget_mj, strategy, space, dataset, limit, epochs, retrai
     and per budget the relaxed (mixture) cost, the derived architecture's predicted cost, the budget and the
     multiplier with the cost it follows; RUN_DIR/search_cost.png plots cost and multiplier.
 
-    With --tabular: no training and no device; see --latency-csv and friends."""
+    With --tabular: no training and no device; see --latency-csv and friends.
+
+    With --strategy nsga2|evolution|random: the Pareto front of --objectives under the budgets (constraints),
+    saved as RUN_DIR/front.json, front.csv, front.png and front/K.json (`hwnas export --from-search
+    RUN_DIR/front/K.json` exports point K)."""
+    if strategy in MO_STRATEGIES:
+        search_front(locals())
+        return
     if tabular:
         _tabular(budget_ms, budget_mj, latency_csv, latency_column, accuracy_csv, accuracy_column, measurements, seed,
                  predictor, accuracy_signal, as_json)
