@@ -15,6 +15,7 @@ from hwnas.search.api import DEFAULT_SPACE, SearchOptions, cost_predictor_names,
 from hwnas.search.cost import FORMS, MODES
 from hwnas.search.multi_objective import MO_STRATEGIES
 from hwnas.search.strategy import STRATEGIES
+from hwnas.search.training_free import TRAINING_FREE_STRATEGIES, search_training_free
 
 
 @click.command()
@@ -23,9 +24,11 @@ from hwnas.search.strategy import STRATEGIES
 @click.option("--budget-mj", type=float, default=None,
               help="Energy budget in mJ per inference; met together with --budget-ms when both are given.")
 @click.option("--strategy", default="darts", show_default=True,
-              type=click.Choice(STRATEGIES.names() + MO_STRATEGIES.names()),
+              type=click.Choice(STRATEGIES.names() + MO_STRATEGIES.names() + list(TRAINING_FREE_STRATEGIES)),
               help="darts (bi-level, first order), darts-2nd (second order), single-level, mean-shift, gumbel; "
-              "nsga2 (Pareto front of --objectives), evolution (regularized, one objective), random.")
+              "nsga2 (Pareto front of --objectives), evolution (regularized, one objective), random; "
+              "training-free / training-free-evolution (no training: FLOPs as the accuracy proxy, for spaces "
+              "without a supernet such as snn-transformer).")
 @click.option("--space", default=DEFAULT_SPACE, show_default=True, metavar="NAME[:K=V,...]",
               help="Search space and its settings (classes follow the dataset).")
 @click.option("--dataset", default="digits", show_default=True,
@@ -98,7 +101,8 @@ def search(budget_ms, budget_mj, strategy, space, dataset, limit, epochs, retrai
                             threads=threads, protocol=protocol, predictor=predictor or "lookup",
                             energy_predictor=energy_predictor, cost_form=cost_form, budget_mode=budget_mode, seed=seed,
                             run_dir=run_dir, store_url=store_url)
-    r = search_device(options, reporter(quiet=as_json))
+    run_search = search_training_free if strategy in TRAINING_FREE_STRATEGIES else search_device
+    r = run_search(options, reporter(quiet=as_json))
     if as_json:
         emit_json(r)
         return

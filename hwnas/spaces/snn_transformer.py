@@ -19,7 +19,6 @@ training-free`, FLOPs as the accuracy proxy) or by evolution; nb201-snn has a su
 """
 from __future__ import annotations
 
-import itertools
 import re
 from collections.abc import Sequence
 from typing import ClassVar
@@ -109,6 +108,7 @@ class SpikingTransformerSpace(SearchSpace):
                                                     "embed_step": (1, 4096), "T": (1, 64), "patch": (1, 64),
                                                     "classes": (1, 100_000)}
     default_input_shape = (3, 32, 32)
+    capabilities = frozenset({"index"})
 
     def __init__(self, **params):
         super().__init__(**params)
@@ -162,16 +162,39 @@ class SpikingTransformerSpace(SearchSpace):
         per_block = len(HEADS) * len(MLP_RATIOS)
         return len(self.embeds) * sum(per_block ** d for d in range(1, self.params["depth"] + 1))
 
+    # --- index: shallow first, then embedding, then the blocks' choices as mixed-radix digits ------------------
+    def _offset(self, depth: int) -> int:
+        per_block = len(HEADS) * len(MLP_RATIOS)
+        return len(self.embeds) * sum(per_block ** d for d in range(1, depth))
+
+    def index(self, arch: Arch) -> int:
+        depth = arch.choices[0] + 1
+        per_depth = (len(HEADS) * len(MLP_RATIOS)) ** depth
+        digits = 0
+        for b in range(depth):
+            digits = digits * len(HEADS) * len(MLP_RATIOS) + arch.choices[2 + 2 * b] * len(MLP_RATIOS) \
+                + arch.choices[3 + 2 * b]
+        return self._offset(depth) + arch.choices[1] * per_depth + digits
+
+    def arch_at(self, index: int) -> Arch:
+        i = int(index)
+        if not 0 <= i < self.size():
+            raise HwnasError(f"{self.name} index {index} is out of range; accepted: 0..{self.size() - 1}")
+        depth = max(d for d in range(1, self.params["depth"] + 1) if self._offset(d) <= i)
+        rest = i - self._offset(depth)
+        per_block = len(HEADS) * len(MLP_RATIOS)
+        embed, digits = divmod(rest, per_block ** depth)
+        blocks: list[int] = []
+        for _ in range(depth):
+            digits, pair = divmod(digits, per_block)
+            blocks = [pair // len(MLP_RATIOS), pair % len(MLP_RATIOS)] + blocks
+        return self.canonical(Arch(self.name, (depth - 1, embed, *blocks) + (0,) * (2 * self.params["depth"])))
+
     def all_archs(self) -> list[Arch]:
-        """Every architecture (canonical), shallow first; refused above 200,000 (sample instead)."""
+        """Every architecture in index order; refused above 200,000 (sample instead)."""
         if self.size() > 200_000:
             raise HwnasError(f"{self.spec} holds {self.size():,} architectures, too many to list; sample from it")
-        out = []
-        for depth in range(1, self.params["depth"] + 1):
-            for e in range(len(self.embeds)):
-                for blocks in itertools.product(range(len(HEADS)), range(len(MLP_RATIOS)), repeat=depth):
-                    out.append(self.canonical(Arch(self.name, (depth - 1, e, *blocks) + (0,) * (2 * self.params["depth"]))))
-        return out
+        return [self.arch_at(i) for i in range(self.size())]
 
     def blocks(self, arch: Arch) -> tuple[int, list[tuple[int, int]]]:
         """(embedding dimension, [(heads, mlp ratio) per active block])."""
