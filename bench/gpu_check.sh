@@ -3,6 +3,7 @@
 # GPU, with the project installed (.venv or `pip install -e .[energy]`); written on a CPU-only machine, not run yet.
 #
 #   N=100 REPEAT=20 bash bench/gpu_check.sh            # the issue's sizes (~10 min on an H200; N=30 for a short try)
+#   BACKEND=torch-cpu SPACE=nb201:C=4,N=1 N=8 REPEAT=3 LIMIT=200 EPOCHS=1 bash bench/gpu_check.sh   # CPU dry run
 #
 # Writes bench/results/gpu_check/: devices.json, profile-b1.json, profile-b32.json, repeat.json, fit-*.json,
 # spearman.json, search.json, export.json and summary.json (every figure the note needs), and prints the summary.
@@ -12,14 +13,15 @@ HWNAS=${HWNAS:-$( [ -x .venv/bin/hwnas ] && echo .venv/bin/hwnas || echo hwnas )
 PY=${PY:-$( [ -x .venv/bin/python ] && echo .venv/bin/python || echo python )}
 DATA=${HWNAS_SHARED_DATA:-../shared/data}
 OUT=bench/results/gpu_check; RUN=$OUT/run; mkdir -p "$OUT" "$RUN"
-SPACE="nb201:C=16,N=5"; STORE="sqlite:///$PWD/$RUN/measurements.db"; REPEAT_STORE="sqlite:///$PWD/$RUN/repeat.db"
+SPACE=${SPACE:-nb201:C=16,N=5}; BACKEND=${BACKEND:-torch-cuda}; LIMIT=${LIMIT:-5000}; EPOCHS=${EPOCHS:-5}
+STORE="sqlite:///$PWD/$RUN/measurements.db"; REPEAT_STORE="sqlite:///$PWD/$RUN/repeat.db"
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-4}
 
 echo "== 1. devices"; $HWNAS devices; $HWNAS devices --json > "$OUT/devices.json"
 
 echo "== 2. profile $N cells on torch-cuda, batch 1 and 32 (NVML energy)"
 for B in 1 32; do
-  $HWNAS profile --backend torch-cuda --space "$SPACE" --input-shape 3x32x32 --batch $B --samples "$N" \
+  $HWNAS profile --backend "$BACKEND" --space "$SPACE" --input-shape 3x32x32 --batch $B --samples "$N" \
     --store "$STORE" --json > "$OUT/profile-b$B.json"
 done
 
@@ -30,7 +32,7 @@ rows = sqlite3.connect(sys.argv[1]).execute("select distinct arch from measureme
 print(" ".join(f"--arch '{a}'" for (a,) in rows[: int(sys.argv[2])]))
 PY
 )
-eval $HWNAS profile --backend torch-cuda --space "'$SPACE'" --input-shape 3x32x32 --batch 1 $ARCHS \
+eval $HWNAS profile --backend "$BACKEND" --space "'$SPACE'" --input-shape 3x32x32 --batch 1 $ARCHS \
   --store "'$REPEAT_STORE'" --json > "$OUT/repeat-profile.json"
 
 echo "== 4. fit latency and energy (held-out error)"
@@ -73,8 +75,8 @@ print(json.dumps(summary, indent=2))
 PY
 BUDGET=$($PY -c "import json; print(round(json.load(open('$OUT/spearman.json'))['search_budget_ms'], 4))")
 # CIFAR-10 (3x32x32, the profiled shape: the cost predictor is fitted on those measurements), 5,000 images
-$HWNAS search --backend torch-cuda --space "$SPACE" --dataset "$DATA/cifar10/cifar-10-batches-py" --limit 5000 \
-  --budget-ms "$BUDGET" --epochs 5 --retrain-epochs 5 --store "$STORE" --run-dir "$RUN/search" --json \
+$HWNAS search --backend "$BACKEND" --space "$SPACE" --dataset "$DATA/cifar10/cifar-10-batches-py" --limit "$LIMIT" \
+  --budget-ms "$BUDGET" --epochs "$EPOCHS" --retrain-epochs "$EPOCHS" --store "$STORE" --run-dir "$RUN/search" --json \
   > "$OUT/search.json" || true
 
 echo "== 7. export the searched architecture, measured on the GPU where an ONNX GPU backend exists"
