@@ -19,7 +19,7 @@ export OMP_NUM_THREADS=${OMP_NUM_THREADS:-4}
 
 echo "== 1. devices"; $HWNAS devices; $HWNAS devices --json > "$OUT/devices.json"
 
-echo "== 2. profile $N cells on torch-cuda, batch 1 and 32 (NVML energy)"
+echo "== 2. profile $N cells on $BACKEND, batch 1 and 32 (NVML energy on a GPU)"
 for B in 1 32; do
   $HWNAS profile --backend "$BACKEND" --space "$SPACE" --input-shape 3x32x32 --batch $B --samples "$N" \
     --store "$STORE" --json > "$OUT/profile-b$B.json"
