@@ -1,5 +1,5 @@
 """Device profilers (installed as hwnas.profilers): backends, timing protocol, energy meters, samplers."""
-from hwnas.profilers import onnxruntime, remote, torch_backend  # noqa: F401  (register backends)
+from hwnas.profilers import onnxruntime, remote, spiking, torch_backend  # noqa: F401  (register backends)
 from hwnas.profilers.base import BACKENDS, Backend, available_backends, get_backend, register_backend
 from hwnas.profilers.energy import ENERGY_METERS, EnergyMeter, register_energy_meter
 from hwnas.profilers.fleet import EXECUTORS, FleetAgent, load_fleet, profile_fleet

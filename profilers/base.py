@@ -10,7 +10,7 @@ from torch import nn
 
 from hwnas.errors import HwnasError
 from hwnas.measurement import Measurement, random_inputs
-from hwnas.profilers.energy import analytical_energy_mj, best_meter
+from hwnas.profilers.energy import AnalyticalMeter, best_meter
 from hwnas.profilers.fingerprint import device_id, host_fingerprint
 from hwnas.profilers.timing import TimingProtocol, summarise, time_runs
 from hwnas.registry import Registry
@@ -83,19 +83,24 @@ class Backend(ABC):
         return self._time(run, sync, model, input_shape, batch, protocol)
 
     def _time(self, run, sync, model, input_shape, batch, protocol, extra=None) -> Measurement:
+        """Time `run` under `protocol`; the energy meter (the first readable of `energy_meters`) reads over the
+        same runs, with the idle power measured just before subtracted (`extra["energy"]` says so)."""
         protocol = protocol or TimingProtocol()
+        extra = {"threads": self.threads, **(extra or {})}
         meter = best_meter(self.energy_meters)
-        start_mj = meter.read_mj() if meter else 0.0
-        times = time_runs(run, protocol, sync)
-        energy = ((meter.read_mj() - start_mj) / len(times), meter.method) if meter else None
-        return self._record(times, model, input_shape, batch, protocol, energy, {"threads": self.threads, **(extra or {})})
+        if meter is None:
+            return self._record(time_runs(run, protocol, sync), model, input_shape, batch, protocol, None, extra)
+        times, reading = meter.measure(lambda: time_runs(run, protocol, sync))
+        extra["energy"] = reading.per_run(len(times))
+        return self._record(times, model, input_shape, batch, protocol, (reading.energy_mj / len(times), meter.method),
+                            extra)
 
     def _record(self, times, model, input_shape, batch, protocol, energy=None, extra=None) -> Measurement:
         """A Measurement from timed runs. `energy` is (mJ per inference, method) from a meter; without one the
         analytical estimate from the model's MACs and memory traffic is used, so every device has an energy target."""
         if energy is None and model is not None:
             prof = profile_model(model, input_shape)
-            energy = (batch * analytical_energy_mj(prof.macs, prof.activation_bytes), "analytical-45nm")
+            energy = (AnalyticalMeter().estimate_mj(prof.macs, prof.activation_bytes, batch), AnalyticalMeter.method)
         energy_mj, method = energy or (None, None)
         return Measurement(
             arch="", space="", device=self.device_id(), backend=self.name, input_shape=tuple(input_shape),

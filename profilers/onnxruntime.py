@@ -70,7 +70,7 @@ class OnnxRuntimeCPU(Backend):
 class OnnxRuntimeCUDA(OnnxRuntimeCPU):
     provider = "CUDAExecutionProvider"
     kind = "gpu"
-    energy_meters = ("nvml",)
+    energy_meters = ("nvml", "nvml-power")
 
     def hardware(self):
         from hwnas.profilers.torch_backend import gpu_hardware

@@ -34,6 +34,9 @@ register_sampler = SAMPLERS.register
 #: active sampling: architectures measured per round, and the pool of candidates it ranks
 ACTIVE_BATCH = 5
 ACTIVE_POOL = 2000
+#: finite spaces up to this size are sampled by permuting their indices (the FLOPs sampler lists them whole);
+#: larger ones by drawing architectures
+LIST_AT_MOST = 200_000
 
 
 def _check_n(space: SearchSpace, n: int) -> None:
@@ -48,7 +51,7 @@ def uniform(space: SearchSpace, n: int, rng: np.random.Generator, input_shape: S
     """n distinct architectures, uniformly at random."""
     _check_n(space, n)
     size = space.size()
-    if size is not None:
+    if size is not None and size <= LIST_AT_MOST:  # a permutation of a huge space would not fit in memory
         return [space.arch_at(int(i)) for i in rng.permutation(size)[:n]]
     seen: dict[Arch, None] = {}
     while len(seen) < n:
@@ -62,7 +65,8 @@ def flops_stratified(space: SearchSpace, n: int, rng: np.random.Generator, input
     """n distinct architectures spread evenly over FLOPs quantiles, so cheap and costly ones are both covered
     (uniform sampling over-represents the middle of the FLOPs range)."""
     _check_n(space, n)
-    pool = space.all_archs() if space.size() is not None else uniform(space, 20 * n, rng)
+    size = space.size()
+    pool = space.all_archs() if size is not None and size <= LIST_AT_MOST else uniform(space, 20 * n, rng)
     flops = np.array([space.flops(a, input_shape or None) for a in pool])
     bins = 10
     edges = np.quantile(flops, np.linspace(0, 1, bins + 1))

@@ -5,28 +5,25 @@ Importing this module never needs TensorRT or CUDA; `why_unavailable()` says wha
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from torch import nn
 
 from hwnas.conversion import export_onnx
 from hwnas.measurement import Measurement
 from hwnas.profilers.base import Backend, random_input, register_backend
+from hwnas.profilers.cuda_timing import energy_per_run, time_runs_cuda
 from hwnas.profilers.energy import best_meter
 from hwnas.profilers.tensorrt_engine import DEFAULT_WORKSPACE_MB, TensorRTRunner, build_engine, tensorrt_unavailable
 from hwnas.profilers.timing import TimingProtocol
-
-#: seconds of back-to-back runs behind one energy figure
-ENERGY_SECONDS = 0.5
 
 
 @register_backend("tensorrt")
 class TensorRTBackend(Backend):
     kind = "gpu"
-    energy_meters = ("nvml",)
+    energy_meters = ("nvml", "nvml-power")
     libraries = ("tensorrt", "torch", "onnx")
     runs_onnx = True
 
@@ -98,46 +95,9 @@ class TensorRTBackend(Backend):
         protocol = protocol or TimingProtocol()
         meter = best_meter(self.energy_meters)
         times = time_runs_cuda(runner.enqueue, runner.stream, protocol)
-        energy = (energy_per_run(meter, runner.enqueue, runner.stream), meter.method) if meter else None
-        return self._record(times, model, input_shape, batch, protocol, energy,
-                            {"precision": "fp16" if self.fp16 else "fp32", "timer": "cuda-events", **(extra or {})})
-
-
-def energy_per_run(meter, enqueue: Callable[[], None], stream, min_seconds: float = ENERGY_SECONDS) -> float:
-    """mJ per inference from the counter's increase over back-to-back runs lasting at least `min_seconds`: NVML
-    refreshes its counter every few tens of milliseconds, and the timing loop's per-run synchronisation leaves
-    the GPU idle between runs, so neither the timed runs nor a short span give a usable difference."""
-    import time
-
-    stream.synchronize()
-    start_mj, started, runs = meter.read_mj(), time.perf_counter(), 0
-    while time.perf_counter() - started < min_seconds:
-        for _ in range(20):
-            enqueue()
-        runs += 20
-        stream.synchronize()  # keep the queue short so that the span measured is the span run
-    return (meter.read_mj() - start_mj) / runs
-
-
-def time_runs_cuda(enqueue: Callable[[], None], stream, protocol: TimingProtocol) -> np.ndarray:
-    """Milliseconds per inference from CUDA events recorded on `stream` around each launch: GPU time, without
-    the Python launch overhead that a host clock would add. Same stopping rule as the host timer."""
-    import time
-
-    import torch
-
-    for _ in range(protocol.warmup_runs):
-        enqueue()
-    stream.synchronize()
-    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    times: list[float] = []
-    started = time.perf_counter()
-    while len(times) < protocol.max_runs:
-        start.record(stream)
-        enqueue()
-        end.record(stream)
-        end.synchronize()
-        times.append(start.elapsed_time(end))
-        if protocol.enough(times, started):
-            break
-    return np.asarray(times)
+        extra = {"precision": "fp16" if self.fp16 else "fp32", "timer": "cuda-events", **(extra or {})}
+        energy = None
+        if meter:
+            per_run, reading, runs = energy_per_run(meter, runner.enqueue, runner.stream)
+            energy, extra["energy"] = (per_run, meter.method), reading.per_run(runs)
+        return self._record(times, model, input_shape, batch, protocol, energy, extra)

@@ -20,7 +20,6 @@ from hwnas.commands.common import (
 )
 from hwnas.profilers import (
     BACKENDS,
-    ENERGY_METERS,
     PROTOCOL_NAMES,
     SAMPLERS,
     TimingProtocol,
@@ -30,6 +29,7 @@ from hwnas.profilers import (
     profile_fleet,
     profile_space,
 )
+from hwnas.profilers.energy import meter_report
 from hwnas.profilers.fleet import select_agents
 from hwnas.spaces import get_space
 
@@ -41,19 +41,17 @@ def devices(as_json: bool) -> None:
     import hwnas.profilers  # noqa: F401
 
     backends = available_backends()
-    meters = []
-    for name in ENERGY_METERS.names():
-        meter = ENERGY_METERS.get(name)()
-        meters.append({"meter": name, "available": meter.available(), "why": meter.why_unavailable()})
+    meters = meter_report()
     if as_json:
         emit_json({"backends": backends, "energy_meters": meters})
         return
     results.print(table("Backends", ["backend", "works here", "device", "device id / why not"],
                         [[b["backend"], "yes" if b["available"] else "no", b["device"] or "",
                           b["device_id"] if b["available"] else b["why"]] for b in backends]))
-    results.print(table("Energy meters (when none works: analytical-45nm estimate from MACs and memory traffic)",
-                        ["meter", "works here", "why not"],
-                        [[m["meter"], "yes" if m["available"] else "no", m["why"] or ""] for m in meters]))
+    results.print(table("Energy meters (counters first; without one a backend stores the analytical-45nm estimate)",
+                        ["meter", "method", "works here", "what it measures / why not"],
+                        [[m["meter"], m["method"], "yes" if m["available"] else "no", m["why"] or m["what"]]
+                         for m in meters]))
 
 
 def space_options(f):

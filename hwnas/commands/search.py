@@ -17,6 +17,7 @@ from hwnas.search.cost import FORMS, MODES
 from hwnas.search.multi_objective import MO_STRATEGIES
 from hwnas.search.quantum import TASKS as CIRCUIT_TASKS
 from hwnas.search.strategy import STRATEGIES
+from hwnas.search.training_free import TRAINING_FREE_STRATEGIES, search_training_free
 
 
 @click.command()
@@ -24,11 +25,13 @@ from hwnas.search.strategy import STRATEGIES
               help="Latency budget in ms per inference (batch 1).")
 @click.option("--budget-mj", type=float, default=None,
               help="Energy budget in mJ per inference; met together with --budget-ms when both are given.")
-@click.option("--strategy", default=None, type=click.Choice(STRATEGIES.names() + MO_STRATEGIES.names()),
+@click.option("--strategy", default=None,
+              type=click.Choice(STRATEGIES.names() + MO_STRATEGIES.names() + list(TRAINING_FREE_STRATEGIES)),
               help="darts (bi-level, first order; the default), darts-2nd (second order), single-level, mean-shift, "
               "gumbel, growing (recurrent cells grown by network morphism; the default of --task forecast), dqas "
               "(circuits; the default there); nsga2 (Pareto front of --objectives), evolution (regularized, one "
-              "objective), random.")
+              "objective), random; training-free / training-free-evolution (no training: FLOPs as the accuracy "
+              "proxy, for spaces without a supernet such as snn-transformer).")
 @click.option("--space", default=DEFAULT_SPACE, show_default=True, metavar="NAME[:K=V,...]",
               help="Search space and its settings (classes follow the dataset).")
 @click.option("--dataset", default="digits", show_default=True,
@@ -125,7 +128,8 @@ def search(budget_ms, budget_mj, strategy, space, dataset, limit, epochs, retrai
                             threads=threads, protocol=protocol, predictor=predictor or "lookup",
                             energy_predictor=energy_predictor, cost_form=cost_form, budget_mode=budget_mode, seed=seed,
                             run_dir=run_dir, store_url=store_url)
-    r = search_device(options, reporter(quiet=as_json))
+    run_search = search_training_free if strategy in TRAINING_FREE_STRATEGIES else search_device
+    r = run_search(options, reporter(quiet=as_json))
     if as_json:
         emit_json(r)
         return

@@ -1,5 +1,6 @@
 """Search spaces: the ground floor every other stage builds on."""
-from hwnas.spaces import circuit, mbv3, nb201, rnn_cell  # noqa: F401  (register "circuit", "mbv3", "nb201", "rnn-cell")
+# register the built-in spaces
+from hwnas.spaces import circuit, mbv3, nb201, nb201_snn, rnn_cell, snn_transformer  # noqa: F401
 from hwnas.spaces.base import CAPABILITIES, FLOPS_CONVENTIONS, Arch, Graph, SearchSpace, memory_limit
 from hwnas.spaces.registry import SPACES, get_space, register_space
 

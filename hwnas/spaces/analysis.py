@@ -29,6 +29,8 @@ def profile_model(model: nn.Module, input_shape: Sequence[int]) -> ModelProfile:
 
     def hook(module: nn.Module, inputs, output) -> None:
         nonlocal macs, benchmark, traffic, layers
+        if not isinstance(output, torch.Tensor):  # e.g. a spiking neuron's (spikes, membrane): no arithmetic counted
+            return
         x = inputs[0]
         out_elems = sum(o.numel() for o in output) if isinstance(output, tuple) else output.numel()  # LSTM: (h, c)
         if isinstance(module, nn.Conv2d):
