@@ -109,7 +109,8 @@ def run_pipeline(options: PipelineOptions | None = None, reporter: Reporter | No
     budgets = budgets_from(budgets["latency_ms"], budgets.get("energy_mj"))
     predictors = {}
     for target in budgets:
-        predictors[target] = resolve_cost_predictor(o.predictor, target, s, shape, device, store, o.seed)
+        predictors[target] = resolve_cost_predictor(o.predictor, target, s, shape, device, store, o.seed,
+                                                    budget=budgets[target])
         save_predictor(predictors[target], run_dir / f"predictor-{target}.npz", plot=False)
     stages.done()
 

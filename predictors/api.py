@@ -13,6 +13,7 @@ import numpy as np
 from hwnas.errors import HwnasError, quote
 from hwnas.files import atomic_write, read_csv_rows, read_wide_csv
 from hwnas.measurement import TARGETS, check_value
+from hwnas.predictors.auto import AUTO, choose_predictor
 from hwnas.predictors.base import Predictor, get_predictor, load_predictor
 from hwnas.predictors.encodings import encode_archs
 from hwnas.predictors.metrics import finite_metrics, regression_metrics
@@ -188,9 +189,10 @@ def pick_shape(store, space: SearchSpace | str, input_shape=None, batch: int | N
 
 
 def fit_from_store(store, space: SearchSpace | str, device: str | None = None, backend: str | Any = None,
-                   input_shape=None, batch: int = 1, target: str = "latency_ms", predictor: str = "mlp",
+                   input_shape=None, batch: int = 1, target: str = "latency_ms", predictor: str = AUTO,
                    encoding: str | None = None, holdout: float = 0.2, seed: int = 0,
-                   settings: Mapping[str, Any] | None = None) -> tuple[Predictor, dict[str, Any]]:
+                   settings: Mapping[str, Any] | None = None, budget: float | None = None,
+                   ) -> tuple[Predictor, dict[str, Any]]:
     """Fit a predictor of `target` on the store's measurements of (space, device, backend, input shape, batch).
 
     device: a device name or id as the store knows it; backend: its name (or a Backend). Either may be None when
@@ -214,10 +216,11 @@ def fit_from_store(store, space: SearchSpace | str, device: str | None = None, b
             f"{len(rows)} {target} measurement(s) of {sp.spec} on device {device!r} with backend {backend_name!r}, "
             f"input {'x'.join(map(str, shape))}, batch {batch}; a predictor needs at least {MIN_MEASUREMENTS}: "
             "run `hwnas profile` first")
-    probe = get_predictor(predictor, encoding=encoding, space=sp, **dict(settings or {}))
     archs = [sp.from_string(m.arch) for m in rows]
-    X = encode_archs(sp, archs, probe.encoding, shape)
     y = np.array([getattr(m, target) for m in rows], np.float64)
+    predictor, encoding, auto = _resolve_auto(predictor, encoding, sp, archs, y, shape, budget, seed)
+    probe = get_predictor(predictor, encoding=encoding, space=sp, **dict(settings or {}))
+    X = encode_archs(sp, archs, probe.encoding, shape)
     sources = None
     if predictor == "transfer":
         sources = {}
@@ -238,8 +241,21 @@ def fit_from_store(store, space: SearchSpace | str, device: str | None = None, b
         "training_size": len(y), "holdout": holdout, "seed": seed, "heldout_metrics": metrics,
         "source": f"store {store.url}", "sources": list(sources or {}),
         "energy_methods": sorted({m.energy_method for m in rows if m.energy_method}) if target == "energy_mj" else [],
+        **auto,
     })
     return fitted, metrics
+
+
+def _resolve_auto(predictor: str, encoding: str | None, space: SearchSpace, archs, y: np.ndarray, shape,
+                  budget: float | None, seed: int) -> tuple[str, str | None, dict[str, Any]]:
+    """(predictor, encoding, metadata to add): as given, or for "auto" the cross-validated choice and its scores."""
+    if predictor != AUTO:
+        return predictor, encoding, {}
+    if encoding is not None:
+        raise HwnasError(f"--encoding {quote(encoding)} does not go with predictor 'auto' (each candidate reads its "
+                         "own encoding); name a predictor to choose its encoding")
+    choice = choose_predictor(space, archs, y, shape, budget=budget, seed=seed)
+    return choice.predictor, choice.encoding, {"auto": choice.to_dict()}
 
 
 def read_table(path: str | Path, space: SearchSpace, arch_column: str, target: str | None = None
@@ -264,14 +280,15 @@ def read_table(path: str | Path, space: SearchSpace, arch_column: str, target: s
 
 
 def fit_from_csv(path: str | Path, arch_column: str, target: str, space: SearchSpace | str = "nb201",
-                 predictor: str = "mlp", encoding: str | None = None, holdout: float = 0.2, seed: int = 0,
+                 predictor: str = AUTO, encoding: str | None = None, holdout: float = 0.2, seed: int = 0,
                  settings: Mapping[str, Any] | None = None, input_shape: Sequence[int] | None = None,
-                 ) -> tuple[Predictor, dict[str, Any]]:
+                 budget: float | None = None) -> tuple[Predictor, dict[str, Any]]:
     """Fit on every row of a CSV file (like ../shared/data/nb201/latency_ms.csv: an arch column, one value column
     per device), after reporting metrics on a held-out share."""
     sp = _space(space)
     shape = sp.check_input_shape(input_shape or sp.default_input_shape)
     _, archs, y = read_table(path, sp, arch_column, target)
+    predictor, encoding, auto = _resolve_auto(predictor, encoding, sp, archs, y, shape, budget, seed)
     probe = get_predictor(predictor, encoding=encoding, space=sp, **dict(settings or {}))
     X = encode_archs(sp, archs, probe.encoding, shape)
     fitted, metrics = fit_predictor(X, y, predictor, probe.encoding, holdout, seed, settings)
@@ -280,7 +297,7 @@ def fit_from_csv(path: str | Path, arch_column: str, target: str, space: SearchS
         "device_name": target, "device_fingerprint": {"name": target, "source": str(Path(path).resolve())},
         "input_shape": list(shape), "batch": None, "encoding": fitted.encoding, "training_size": len(y),
         "holdout": holdout, "seed": seed, "heldout_metrics": metrics, "source": str(Path(path).resolve()),
-        "arch_column": arch_column,
+        "arch_column": arch_column, **auto,
     })
     return fitted, metrics
 

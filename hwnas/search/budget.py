@@ -187,7 +187,7 @@ def check_budget_reachable(space, costs: list[HardwareCost], max_size: int = 200
     if not costs or size is None or size > max_size:
         return
     archs = list(space.all_archs())
-    values = {c.target: np.asarray(c.predict_arch(archs), np.float64) for c in costs}
+    values = {c.target: np.asarray(c.predict_arch(archs, exact=False), np.float64) for c in costs}  # fast: one-hot
     if np.max([values[c.target] / c.budget for c in costs], axis=0).min() <= 1.0:
         return
     budgets = ", ".join(f"{c.target} <= {c.budget:g}" for c in costs)
@@ -309,6 +309,9 @@ def refit_costs(space, costs: list[HardwareCost], extra: dict[str, list[tuple[Ar
         if len(data) >= min_rows and c.predictor is not None:  # a bare table (no predictor) can only be rescaled
             X = encode_archs(space, list(data), c.predictor.encoding, input_shape)
             c.set_predictor(refit_predictor(c.predictor, X, np.array(list(data.values()))))
+            if c.exact is not None:  # `auto`'s most accurate predictor learns from the measurement too
+                codes = encode_archs(space, list(data), c.exact.encoding, input_shape)
+                c.set_exact(refit_predictor(c.exact, codes, np.array(list(data.values()))))
         elif extra.get(c.target):
             archs = [a for a, _ in extra[c.target]]
             ratio = np.array([v for _, v in extra[c.target]]) / c.predict_arch(archs)
