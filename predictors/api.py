@@ -15,8 +15,9 @@ from hwnas.files import atomic_write, read_csv_rows, read_wide_csv
 from hwnas.measurement import TARGETS, check_value
 from hwnas.predictors.auto import AUTO, choose_predictor
 from hwnas.predictors.base import Predictor, get_predictor, load_predictor
-from hwnas.predictors.encodings import encode_archs
+from hwnas.predictors.encodings import ENCODINGS, encode_archs
 from hwnas.predictors.metrics import finite_metrics, regression_metrics
+from hwnas.predictors.transfer import cached_pretrain, transfer_cache_key
 from hwnas.spaces import get_space
 from hwnas.spaces.base import Arch, SearchSpace
 
@@ -30,11 +31,12 @@ def _space(space: SearchSpace | str) -> SearchSpace:
 def fit_predictor(X: np.ndarray, y: np.ndarray, predictor: str = "mlp", encoding: str | None = None,
                   holdout: float = 0.2, seed: int = 0, settings: Mapping[str, Any] | None = None,
                   sources: Mapping[str, tuple[np.ndarray, np.ndarray]] | None = None,
-                  ) -> tuple[Predictor, dict[str, Any]]:
+                  pretrained: Predictor | None = None) -> tuple[Predictor, dict[str, Any]]:
     """Fit on a random (1 - holdout) share, report metrics on the rest, then refit on every row.
 
     The held-out measured and predicted values are kept on the returned predictor as `.heldout` (for the plot).
-    `sources` ({device: (X, y)}) pretrains a `transfer` predictor before it adapts to (X, y).
+    `sources` ({device: (X, y)}) pretrains a `transfer` predictor (once) before it adapts to (X, y); `pretrained`
+    is one already pretrained (e.g. from the cache, `cached_pretrain`), copied for each fit instead.
     """
     X, y = np.asarray(X, np.float32), np.asarray(y, np.float64)
     if len(y) < MIN_MEASUREMENTS:
@@ -44,14 +46,18 @@ def fit_predictor(X: np.ndarray, y: np.ndarray, predictor: str = "mlp", encoding
     if not 0 <= holdout < 1:
         raise HwnasError(f"holdout {holdout} is not accepted; it is a share in [0, 1)")
 
+    bodies = [pretrained] if pretrained is not None else []
+
     def new() -> Predictor:
-        p = get_predictor(predictor, encoding=encoding, seed=seed, **dict(settings or {}))
-        if predictor == "transfer":
+        if predictor != "transfer":
+            return get_predictor(predictor, encoding=encoding, seed=seed, **dict(settings or {}))
+        if not bodies:  # pretrained once, adapted twice (held-out share, then every row)
             if not sources:
                 raise HwnasError("the 'transfer' predictor needs measurements of other devices to pretrain on; "
                                  "none were found with the same space, input shape and batch")
-            p.pretrain(sources)
-        return p
+            bodies.append(get_predictor(predictor, encoding=encoding, seed=seed, **dict(settings or {}))
+                          .pretrain(sources))
+        return clone_predictor(bodies[0])
 
     metrics: dict[str, Any] = {}
     heldout = (np.zeros(0), np.zeros(0))
@@ -218,21 +224,19 @@ def fit_from_store(store, space: SearchSpace | str, device: str | None = None, b
             "run `hwnas profile` first")
     archs = [sp.from_string(m.arch) for m in rows]
     y = np.array([getattr(m, target) for m in rows], np.float64)
-    predictor, encoding, auto = _resolve_auto(predictor, encoding, sp, archs, y, shape, budget, seed)
+    predictor, encoding, auto = _resolve_auto(predictor, encoding, sp, archs, y, shape, budget, seed, holdout)
     probe = get_predictor(predictor, encoding=encoding, space=sp, **dict(settings or {}))
     X = encode_archs(sp, archs, probe.encoding, shape)
-    sources = None
+    sources, body = None, None
     if predictor == "transfer":
-        sources = {}
-        for other in store.devices():
-            if other["id"] == device_id:
-                continue
-            ms = [m for m in store.measurements(device=other["id"], space=sp.spec, input_shape=shape, batch=batch)
-                  if getattr(m, target) is not None]
-            if len(ms) >= MIN_MEASUREMENTS:
-                sources[other["name"]] = (encode_archs(sp, [sp.from_string(m.arch) for m in ms], probe.encoding, shape),
-                                          np.array([getattr(m, target) for m in ms]))
-    fitted, metrics = fit_predictor(X, y, predictor, probe.encoding, holdout, seed, settings, sources)
+        sources = _transfer_sources(store, sp, device_id, shape, batch, target, probe.encoding)
+        if sources:
+            key = transfer_cache_key(sources, space=sp.spec, input_shape=list(shape), batch=batch, target=target,
+                                     encoding=probe.encoding, seed=seed, settings=dict(settings or {}))
+            cache = store.path.parent if store.path is not None else None  # beside an SQLite store
+            body = cached_pretrain(sources, cache, key, seed, {"space": sp.spec, "input_shape": list(shape)},
+                                   probe.encoding, **dict(settings or {}))
+    fitted, metrics = fit_predictor(X, y, predictor, probe.encoding, holdout, seed, settings, sources, body)
     info = next((d for d in store.devices() if d["id"] == device_id), {})
     fitted.metadata.update({
         "space": sp.spec, "target": target, "unit": TARGETS[target], "device": device_id,
@@ -241,17 +245,41 @@ def fit_from_store(store, space: SearchSpace | str, device: str | None = None, b
         "training_size": len(y), "holdout": holdout, "seed": seed, "heldout_metrics": metrics,
         "source": f"store {store.url}", "sources": list(sources or {}),
         "energy_methods": sorted({m.energy_method for m in rows if m.energy_method}) if target == "energy_mj" else [],
-        **auto,
+        **auto, **({"transfer_body": body.metadata["transfer_body"]} if body is not None else {}),
     })
     return fitted, metrics
 
 
+def _transfer_sources(store, space: SearchSpace, device_id: str, shape, batch: int, target: str, encoding: str
+                      ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """{other device's name: (encodings, values)} of the same space, shape, batch and target; an architecture
+    measured on several devices is encoded once (analytic encodings build each network)."""
+    per_device = {}
+    for other in store.devices():
+        if other["id"] == device_id:
+            continue
+        ms = [m for m in store.measurements(device=other["id"], space=space.spec, input_shape=shape, batch=batch)
+              if getattr(m, target) is not None]
+        if len(ms) >= MIN_MEASUREMENTS:
+            per_device[other["name"]] = ms
+    archs = list(dict.fromkeys(m.arch for ms in per_device.values() for m in ms))
+    if not archs:
+        return {}
+    codes = encode_archs(space, [space.from_string(a) for a in archs], encoding, shape)
+    row = {a: i for i, a in enumerate(archs)}
+    return {name: (codes[[row[m.arch] for m in ms]], np.array([getattr(m, target) for m in ms]))
+            for name, ms in per_device.items()}
+
+
 def _resolve_auto(predictor: str, encoding: str | None, space: SearchSpace, archs, y: np.ndarray, shape,
-                  budget: float | None, seed: int) -> tuple[str, str | None, dict[str, Any]]:
+                  budget: float | None, seed: int, holdout: float) -> tuple[str, str | None, dict[str, Any]]:
     """(predictor, encoding, metadata to add): as given, or for "auto" the cross-validated choice and its scores."""
     if predictor != AUTO:
         return predictor, encoding, {}
+    if not 0 <= holdout < 1:  # checked before the cross-validation, not after it
+        raise HwnasError(f"holdout {holdout} is not accepted; it is a share in [0, 1)")
     if encoding is not None:
+        ENCODINGS.get(encoding)  # an unknown one names the known ones
         raise HwnasError(f"--encoding {quote(encoding)} does not go with predictor 'auto' (each candidate reads its "
                          "own encoding); name a predictor to choose its encoding")
     choice = choose_predictor(space, archs, y, shape, budget=budget, seed=seed)
@@ -288,7 +316,7 @@ def fit_from_csv(path: str | Path, arch_column: str, target: str, space: SearchS
     sp = _space(space)
     shape = sp.check_input_shape(input_shape or sp.default_input_shape)
     _, archs, y = read_table(path, sp, arch_column, target)
-    predictor, encoding, auto = _resolve_auto(predictor, encoding, sp, archs, y, shape, budget, seed)
+    predictor, encoding, auto = _resolve_auto(predictor, encoding, sp, archs, y, shape, budget, seed, holdout)
     probe = get_predictor(predictor, encoding=encoding, space=sp, **dict(settings or {}))
     X = encode_archs(sp, archs, probe.encoding, shape)
     fitted, metrics = fit_predictor(X, y, predictor, probe.encoding, holdout, seed, settings)
