@@ -46,7 +46,7 @@ class TransferModule(nn.Module):
 class TransferPredictor(Predictor):
     """settings: hidden, layers, steps, batch, lr, weight_decay (of the pretrained body), sources (their names).
 
-    Pretraining runs a fixed number of minibatch steps (default 2000 of 512 rows), whatever the number of source
+    Pretraining runs a fixed number of minibatch steps (default 1000 of 512 rows), whatever the number of source
     rows: six NAS-Bench-201 devices' 93,750 measurements pretrain in seconds, not the half hour that epochs over
     every row took, for the same transfer accuracy (bench/predictors.py)."""
 
@@ -57,7 +57,7 @@ class TransferPredictor(Predictor):
     default_encoding = "features"
 
     def __init__(self, log_target: bool | None = None, seed: int = 0, hidden: int = 128, layers: int = 3,
-                 steps: int = 2000, batch: int = 512, lr: float = 3e-3, weight_decay: float = 1e-4, sources=(),
+                 steps: int = 1000, batch: int = 512, lr: float = 3e-3, weight_decay: float = 1e-4, sources=(),
                  **settings):
         settings.pop("epochs", None)  # files before `steps` trained by epochs; only the body's shape matters now
         super().__init__(log_target, seed, hidden=hidden, layers=layers, steps=steps, batch=batch, lr=lr,

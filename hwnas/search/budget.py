@@ -19,6 +19,7 @@ from hwnas.predictors.api import refit_predictor
 from hwnas.predictors.encodings import encode_archs
 from hwnas.profilers import TimingProtocol, measure_arch
 from hwnas.reporting import Reporter, reporter_or_null
+from hwnas.search.climb import budget_share, climb
 from hwnas.search.cost import FORMS, MODES, HardwareCost
 from hwnas.search.discretise import derive_within_budget, predicted
 from hwnas.search.strategy import get_strategy, run_search
@@ -78,12 +79,13 @@ class BudgetSearchOptions:
     budget_mode: str = "target"
     max_repairs: int = 5
     protocol: Any = None
+    climb: int = 2  # rounds of climbing to costlier, predicted more accurate neighbours (hwnas.search.climb); 0: off
     strategy_options: dict[str, Any] = field(default_factory=dict)
 
     def check(self) -> None:
         """One-line HwnasError for a value no search can run with, before any work."""
         whole = {"epochs": (self.epochs, 1), "batch": (self.batch, 1), "batch_size": (self.batch_size, 1),
-                 "max_repairs": (self.max_repairs, 0)}
+                 "max_repairs": (self.max_repairs, 0), "climb": (self.climb, 0)}
         for name, (value, least) in whole.items():
             if isinstance(value, bool) or not isinstance(value, int) or value < least:
                 raise HwnasError(f"{name} {quote(value)} is not accepted; give a whole number >= {least}")
@@ -172,12 +174,38 @@ def search_under_budget(space, dataset, predictors: dict[str, Any], budgets: dic
     result = discretise_and_verify(space, strat.alpha, costs, backend=backend, store=store, input_shape=shape,
                                    batch=o.batch, max_repairs=o.max_repairs, protocol=o.protocol, recent=recent,
                                    reporter=report)
+    if o.climb and result.within_budget and backend is not None:
+        _climb(result, space, costs, supernet, dataset, o, backend, store, shape, report)
     result.strategy, result.history = o.strategy, history
     result.search_seconds = round(time.perf_counter() - started, 2)
     if out_dir is not None and history:
         result.plot = str(save_search_plot(history, Path(out_dir) / "search_cost.png",
                                            title=f"{o.strategy} on {dataset.name}"))
     return result
+
+
+def _climb(result: SearchResult, space, costs: list[HardwareCost], supernet, dataset, o: BudgetSearchOptions,
+           backend, store, shape, report: Reporter) -> None:
+    """Climb from the measured result towards the budget (hwnas.search.climb); `result` takes the climb's end."""
+    over = {space.from_string(a["arch"]) for a in result.attempts if not a["within_budget"]}
+
+    def measure(arch):
+        return _measure(space, arch, backend, store, shape, o.batch, o.protocol)
+
+    start, start_share = result.arch_string, budget_share(result.measured or {}, result.budgets)
+    arch, measured, attempts = climb(space, costs, supernet, dataset, result.arch, result.measured or {}, measure,
+                                     rounds=o.climb, exclude=over)
+    for a in attempts:
+        report.message(_measured_line(a["arch"], a["measured"], a["predicted"], result.budgets, a["within_budget"])
+                       + " (climb)")
+    result.attempts += attempts
+    result.measurements_used += sum(int(a.pop("new")) for a in attempts)
+    if arch != result.arch:
+        result.arch, result.arch_string, result.measured = arch, space.to_string(arch), measured
+        result.predicted = predicted(costs, arch)
+        share = budget_share(measured, result.budgets)
+        result.note = (result.note + "; " if result.note else "") + (
+            f"climbed from {start} ({start_share:.0%} of the budget) to {share:.0%}, measured")
 
 
 def check_budget_reachable(space, costs: list[HardwareCost], max_size: int = 200_000) -> None:
