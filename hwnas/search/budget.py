@@ -22,7 +22,7 @@ from hwnas.reporting import Reporter, reporter_or_null
 from hwnas.search.climb import budget_share, climb
 from hwnas.search.cost import FORMS, MODES, HardwareCost
 from hwnas.search.discretise import derive_within_budget, predicted
-from hwnas.search.strategy import get_strategy, run_search
+from hwnas.search.strategy import get_strategy, run_search, steps_per_epoch
 from hwnas.spaces.base import Arch
 
 
@@ -168,8 +168,10 @@ def search_under_budget(space, dataset, predictors: dict[str, Any], budgets: dic
     supernet = space.supernet(shape)
     strat = get_strategy(o.strategy)(space, supernet, costs, weight_lr=o.weight_lr, arch_lr=o.arch_lr, seed=o.seed,
                                      **(o.strategy_options or {}))
-    history = run_search(strat, dataset, o.epochs, o.batch_size,
-                         on_epoch=lambda row: report.message(epoch_line(o.strategy, row, o.epochs, costs)))
+    with report.progress(f"search ({o.strategy})", total=o.epochs * steps_per_epoch(dataset, o.batch_size)) as task:
+        history = run_search(strat, dataset, o.epochs, o.batch_size,
+                             on_epoch=lambda row: report.message(epoch_line(o.strategy, row, o.epochs, costs)),
+                             on_step=task.advance)
     recent = list(strat.recent_archs)
     result = discretise_and_verify(space, strat.alpha, costs, backend=backend, store=store, input_shape=shape,
                                    batch=o.batch, max_repairs=o.max_repairs, protocol=o.protocol, recent=recent,
@@ -180,7 +182,7 @@ def search_under_budget(space, dataset, predictors: dict[str, Any], budgets: dic
     result.search_seconds = round(time.perf_counter() - started, 2)
     if out_dir is not None and history:
         result.plot = str(save_search_plot(history, Path(out_dir) / "search_cost.png",
-                                           title=f"{o.strategy} on {dataset.name}"))
+                                           title=f"{o.strategy} on {dataset.name}", measured=result.measured))
     return result
 
 
@@ -196,8 +198,8 @@ def _climb(result: SearchResult, space, costs: list[HardwareCost], supernet, dat
     arch, measured, attempts = climb(space, costs, supernet, dataset, result.arch, result.measured or {}, measure,
                                      rounds=o.climb, exclude=over)
     for a in attempts:
-        report.message(_measured_line(a["arch"], a["measured"], a["predicted"], result.budgets, a["within_budget"])
-                       + " (climb)")
+        report.message(_measured_line(a["arch"], a["measured"], a["predicted"], result.budgets, a["within_budget"],
+                                      climbing=True))
     result.attempts += attempts
     result.measurements_used += sum(int(a.pop("new")) for a in attempts)
     if arch != result.arch:
@@ -302,8 +304,10 @@ def _measured_fallback(space, alpha: torch.Tensor, costs: list[HardwareCost], ba
 
 
 def _measured_line(arch: str, measured: dict[str, float | None], pred: dict[str, float], budgets: dict[str, float],
-                   ok: bool) -> str:
+                   ok: bool, climbing: bool = False) -> str:
     verdict = "within budget" if ok else "OVER budget: store, refit and repair"
+    if climbing:
+        verdict = "climb: within budget" if ok else "climb: over budget, not kept"
     figures = ", ".join(f"{t} {'-' if measured.get(t) is None else f'{measured[t]:.4g}'} (predicted {pred[t]:.4g}, "
                         f"budget {b:g})" for t, b in budgets.items())
     return f"measured {arch}: {figures} -> {verdict}"
@@ -346,8 +350,10 @@ def refit_costs(space, costs: list[HardwareCost], extra: dict[str, list[tuple[Ar
             c.scale *= float(max(1.0, ratio.max()) * 1.01)
 
 
-def save_search_plot(history: list[dict[str, Any]], path: str | Path, title: str = "") -> Path:
-    """Relaxed predicted cost against its budget, and the multiplier, per epoch and target."""
+def save_search_plot(history: list[dict[str, Any]], path: str | Path, title: str = "",
+                     measured: dict[str, float | None] | None = None) -> Path:
+    """Relaxed predicted cost against its budget, and the multiplier, per epoch and target; `measured` (the
+    final architecture's measured figures) is marked at the last epoch."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -370,6 +376,8 @@ def save_search_plot(history: list[dict[str, Any]], path: str | Path, title: str
         ax.plot(epochs, [r["cost"][t] for r in history], "o-", label="relaxed (predicted)")
         ax.plot(epochs, [r["derived_cost"][t] for r in history], "s--", label="derived arch (predicted)")
         ax.axhline(history[0]["budget"][t], color="red", lw=1, label="budget")
+        if (measured or {}).get(t) is not None:
+            ax.plot([epochs[-1]], [measured[t]], "*", color="green", ms=14, label=f"final, measured {measured[t]:.4g}")
         ax.set_xlabel("epoch")
         ax.set_ylabel(t)
         ax.legend(fontsize=8)

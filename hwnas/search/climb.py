@@ -4,7 +4,7 @@ When the measured architecture uses less than `CLIMB_BELOW` of its tightest budg
 predicted within every budget but cost more are scored by the supernet's one-shot accuracy (the shared weights
 with that architecture's one-hot mixing weights, on validation data); those predicted at least as accurate are
 ranked by that accuracy, the best few are measured, and the most accurate one measured within every budget
-becomes the result. This repeats from there for a few rounds. Nothing is kept unless measured within budget.
+becomes the result (at equal one-shot accuracy, only one that measured costlier). This repeats from there for a few rounds. Nothing is kept unless measured within budget.
 """
 from __future__ import annotations
 
@@ -86,9 +86,11 @@ def climb(space, costs: Sequence[HardwareCost], supernet: torch.nn.Module, datas
             attempts.append({"arch": space.to_string(cand), "predicted": {c.target: float(c.predict_arch([cand])[0])
                              for c in costs}, "measured": figures, "within_budget": ok, "moves": 0, "climb": True,
                              "one_shot_accuracy": float(scores[i]), "new": new})
-            if ok and (best is None or scores[i] > best[2]):
-                best = (cand, figures, scores[i])
+            # kept: within budget, and more accurate (one-shot), or as accurate and using more of the budget
+            gain = (scores[i], budget_share(figures, budgets))
+            if ok and gain > (current_acc, budget_share(measured, budgets)) and (best is None or gain > best[2]):
+                best = (cand, figures, gain)
         if best is None:
             break
-        arch, measured, current_acc = best
+        arch, measured, current_acc = best[0], best[1], best[2][0]
     return arch, measured, attempts
