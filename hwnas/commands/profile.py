@@ -28,6 +28,7 @@ from hwnas.profilers import (
     profile_space,
 )
 from hwnas.spaces import get_space
+from hwnas.threads import training_threads
 
 
 @click.command()
@@ -41,8 +42,10 @@ def devices(as_json: bool) -> None:
     for name in ENERGY_METERS.names():
         meter = ENERGY_METERS.get(name)()
         meters.append({"meter": name, "available": meter.available(), "why": meter.why_unavailable()})
+    threads, why = training_threads()
     if as_json:
-        emit_json({"backends": backends, "energy_meters": meters})
+        emit_json({"backends": backends, "energy_meters": meters,
+                   "threads": {"training": threads, "training_why": why, "timing": "each backend's --threads"}})
         return
     results.print(table("Backends", ["backend", "works here", "device", "device id / why not"],
                         [[b["backend"], "yes" if b["available"] else "no", b["device"] or "",
@@ -50,6 +53,9 @@ def devices(as_json: bool) -> None:
     results.print(table("Energy meters (when none works: analytical-45nm estimate from MACs and memory traffic)",
                         ["meter", "works here", "why not"],
                         [[m["meter"], "yes" if m["available"] else "no", m["why"] or ""] for m in meters]))
+    results.print(table("Threads", ["work", "threads", "why"],
+                        [["training (search, retraining)", threads, f"{why} (set $HWNAS_TRAIN_THREADS to change)"],
+                         ["timing (profile, measure)", "--threads (default 1)", "fixed, part of the device's identity"]]))
 
 
 def space_options(f):

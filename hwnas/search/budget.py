@@ -24,6 +24,7 @@ from hwnas.search.cost import FORMS, MODES, HardwareCost
 from hwnas.search.discretise import derive_within_budget, predicted
 from hwnas.search.strategy import get_strategy, run_search, steps_per_epoch
 from hwnas.spaces.base import Arch
+from hwnas.threads import training_threads_context
 
 
 @dataclass
@@ -168,7 +169,8 @@ def search_under_budget(space, dataset, predictors: dict[str, Any], budgets: dic
     supernet = space.supernet(shape)
     strat = get_strategy(o.strategy)(space, supernet, costs, weight_lr=o.weight_lr, arch_lr=o.arch_lr, seed=o.seed,
                                      **(o.strategy_options or {}))
-    with report.progress(f"search ({o.strategy})", total=o.epochs * steps_per_epoch(dataset, o.batch_size)) as task:
+    with training_threads_context(), report.progress(f"search ({o.strategy})",
+                                                     total=o.epochs * steps_per_epoch(dataset, o.batch_size)) as task:
         history = run_search(strat, dataset, o.epochs, o.batch_size,
                              on_epoch=lambda row: report.message(epoch_line(o.strategy, row, o.epochs, costs)),
                              on_step=task.advance)
