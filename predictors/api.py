@@ -227,15 +227,17 @@ def fit_from_store(store, space: SearchSpace | str, device: str | None = None, b
     predictor, encoding, auto = _resolve_auto(predictor, encoding, sp, archs, y, shape, budget, seed, holdout)
     probe = get_predictor(predictor, encoding=encoding, space=sp, **dict(settings or {}))
     X = encode_archs(sp, archs, probe.encoding, shape)
-    sources, body = None, None
+    sources, body, rows_of = None, None, {}
     if predictor == "transfer":
-        sources = _transfer_sources(store, sp, device_id, shape, batch, target, probe.encoding)
-        if sources:
-            key = transfer_cache_key(sources, space=sp.spec, input_shape=list(shape), batch=batch, target=target,
-                                     encoding=probe.encoding, seed=seed, settings=dict(settings or {}))
+        rows_of = _transfer_rows(store, device_id, sp, shape, batch, target)
+        if rows_of:
+            key = transfer_cache_key({n: len(ms) for n, ms in rows_of.items()}, space=sp.spec, input_shape=list(shape),
+                                     batch=batch, target=target, encoding=probe.encoding, seed=seed,
+                                     settings=dict(settings or {}))
             cache = store.path.parent if store.path is not None else None  # beside an SQLite store
-            body = cached_pretrain(sources, cache, key, seed, {"space": sp.spec, "input_shape": list(shape)},
-                                   probe.encoding, **dict(settings or {}))
+            body = cached_pretrain(lambda: _encode_sources(rows_of, sp, shape, target, probe.encoding), cache, key,
+                                   seed, {"space": sp.spec, "input_shape": list(shape)}, probe.encoding,
+                                   **dict(settings or {}))
     fitted, metrics = fit_predictor(X, y, predictor, probe.encoding, holdout, seed, settings, sources, body)
     info = next((d for d in store.devices() if d["id"] == device_id), {})
     fitted.metadata.update({
@@ -243,17 +245,15 @@ def fit_from_store(store, space: SearchSpace | str, device: str | None = None, b
         "device_name": info.get("name", device), "device_fingerprint": info.get("fingerprint", {}),
         "backend": backend_name, "input_shape": list(shape), "batch": int(batch), "encoding": fitted.encoding,
         "training_size": len(y), "holdout": holdout, "seed": seed, "heldout_metrics": metrics,
-        "source": f"store {store.url}", "sources": list(sources or {}),
+        "source": f"store {store.url}", "sources": list(rows_of),
         "energy_methods": sorted({m.energy_method for m in rows if m.energy_method}) if target == "energy_mj" else [],
         **auto, **({"transfer_body": body.metadata["transfer_body"]} if body is not None else {}),
     })
     return fitted, metrics
 
 
-def _transfer_sources(store, space: SearchSpace, device_id: str, shape, batch: int, target: str, encoding: str
-                      ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """{other device's name: (encodings, values)} of the same space, shape, batch and target; an architecture
-    measured on several devices is encoded once (analytic encodings build each network)."""
+def _transfer_rows(store, device_id: str, space: SearchSpace, shape, batch: int, target: str) -> dict[str, list]:
+    """{other device's name: its measurements of the same space, shape, batch and target} (enough of them)."""
     per_device = {}
     for other in store.devices():
         if other["id"] == device_id:
@@ -262,6 +262,13 @@ def _transfer_sources(store, space: SearchSpace, device_id: str, shape, batch: i
               if getattr(m, target) is not None]
         if len(ms) >= MIN_MEASUREMENTS:
             per_device[other["name"]] = ms
+    return per_device
+
+
+def _encode_sources(per_device: dict[str, list], space: SearchSpace, shape, target: str, encoding: str
+                    ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """{device: (encodings, values)}; an architecture measured on several devices is encoded once (analytic
+    encodings build each network)."""
     archs = list(dict.fromkeys(m.arch for ms in per_device.values() for m in ms))
     if not archs:
         return {}

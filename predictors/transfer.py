@@ -12,7 +12,7 @@ import hashlib
 import itertools
 import json
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import numpy as np
@@ -155,19 +155,20 @@ def pretrain_transfer(datasets: Mapping[str, tuple[np.ndarray, np.ndarray]], see
     return TransferPredictor(seed=seed, **settings).pretrain(datasets)
 
 
-def transfer_cache_key(sources: Mapping[str, tuple[np.ndarray, np.ndarray]], **context) -> str:
-    """What a pretrained body depends on: the source devices and their row counts, plus `context` (space, input
-    shape, batch, target, encoding, seed, settings): a short hash, the body's file name in the cache."""
-    described = {"sources": sorted((name, len(y)) for name, (_, y) in sources.items()),
+def transfer_cache_key(rows: Mapping[str, int], **context) -> str:
+    """What a pretrained body depends on: the source devices and their row counts ({name: rows}), plus `context`
+    (space, input shape, batch, target, encoding, seed, settings): a short hash, the body's file name."""
+    described = {"sources": sorted((name, int(n)) for name, n in rows.items()),
                  **context}
     return hashlib.sha256(json.dumps(described, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def cached_pretrain(sources: Mapping[str, tuple[np.ndarray, np.ndarray]], cache_dir: str | Path | None,
+def cached_pretrain(sources: Callable[[], Mapping[str, tuple[np.ndarray, np.ndarray]]], cache_dir: str | Path | None,
                     key: str, seed: int = 0, metadata: Mapping | None = None, encoding: str | None = None,
                     **settings) -> TransferPredictor:
-    """A transfer predictor pretrained on `sources`, read from `cache_dir/transfer-body-<key>.npz` when that file
-    exists, else pretrained now and saved there (atomically; `encoding` names the sources' encoding); `cache_dir` None pretrains without caching.
+    """A transfer predictor pretrained on `sources()` (called only when needed: encoding thousands of
+    architectures takes a while), read from `cache_dir/transfer-body-<key>.npz` when that file exists, else
+    pretrained now and saved there (atomically; `encoding` names the sources' encoding); `cache_dir` None pretrains without caching.
     `.metadata["transfer_body"]` says which: {"file", "reused", "seconds"}."""
     path = Path(cache_dir) / f"transfer-body-{key}.npz" if cache_dir is not None else None
     started = time.perf_counter()
@@ -177,7 +178,7 @@ def cached_pretrain(sources: Mapping[str, tuple[np.ndarray, np.ndarray]], cache_
             body.metadata["transfer_body"] = {"file": str(path), "reused": True,
                                               "seconds": round(time.perf_counter() - started, 2)}
             return body
-    body = TransferPredictor(seed=seed, **settings).pretrain(sources)
+    body = TransferPredictor(seed=seed, **settings).pretrain(sources())
     body.encoding = encoding or body.encoding  # what the sources' codes are (the saved file records it)
     body.metadata = dict(metadata or {})
     if path is not None:

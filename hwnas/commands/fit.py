@@ -99,12 +99,22 @@ def fit(space, device, backend, input_shape, batch, target, predictor_name, enco
     if as_json:
         emit_json({**written, "predictor_name": predictor.name, "encoding": predictor.encoding,
                    "target": meta.get("target"), "device": meta.get("device"), "training_size": meta.get("training_size"),
-                   "metrics": metrics, "auto": meta.get("auto")})
+                   "metrics": metrics, "auto": meta.get("auto"),
+                   "transfer_body": meta.get("transfer_body")})
         return
     results.print(table(f"{predictor.name} predictor of {meta.get('target')} on {meta.get('device_name')}", ["", ""], [
         ["space", meta.get("space")], ["encoding", predictor.encoding], ["training rows", meta.get("training_size")],
-        *_metrics_rows(metrics), *_auto_rows(meta.get("auto")), ["predictor file", written["predictor"]],
+        *_metrics_rows(metrics), *_auto_rows(meta.get("auto")), *_transfer_rows(meta.get("transfer_body")),
+        ["predictor file", written["predictor"]],
         ["plot", written.get("plot", "")]]))
+
+
+def _transfer_rows(body: dict | None) -> list[list]:
+    if not body:
+        return []
+    how = "reused from the cache" if body["reused"] else "pretrained now"
+    where = f", {body['file']}" if body.get("file") else " (not cached: the store is not an SQLite file)"
+    return [["transfer body", f"{how} in {body['seconds']:.1f} s{where}"]]
 
 
 def _auto_rows(auto: dict | None) -> list[list]:
