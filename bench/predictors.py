@@ -52,6 +52,8 @@ GOALS = {"n": 100, "within_10": 0.99, "spearman": 0.99, "transfer_k": 10, "trans
          "ceiling_share_within_10": 0.95, "ceiling_spearman_gap": 0.02, "transfer_min_spearman": 0.85,
          "pretrain_seconds": 60}
 CEILING_TRAIN = 12_500
+#: the device columns evaluated (--devices); every column still serves as a transfer source
+SELECTED: set[str] = set()
 AUTO_SIZES = (10, 20, 50, 100)
 TRANSFER_KS = (5, 10, 20)
 KEYS = ("mape", "within_5", "within_10", "spearman", "kendall")
@@ -80,6 +82,9 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--seeds", type=int, default=None)
     ap.add_argument("--transfer-rows", type=int, default=None,
                     help="pretraining rows per source device (default: all; --quick: 3000)")
+    ap.add_argument("--devices", default=None,
+                    help="comma-separated device columns to evaluate (default: all; transfer still pretrains on all "
+                    "the others)")
     ap.add_argument("--parts", default="fit,ceiling,auto,transfer",
                     help="comma-separated parts to run: fit (every method), ceiling, auto, transfer")
     return ap.parse_args()
@@ -111,6 +116,8 @@ def transfer_all(progress, devices, seeds, transfer_rows, X, Y, results, plot_po
     task = progress.add_task("transfer", total=len(devices))
     F = X["features"]
     for j, device in enumerate(devices):
+        if device not in SELECTED:
+            continue
         rows = np.random.default_rng(100).permutation(len(Y))[:transfer_rows]
         sources = {d: (F[rows], Y[rows, i]) for i, d in enumerate(devices) if i != j}
         started = time.perf_counter()
@@ -143,6 +150,8 @@ def ceiling_all(progress, devices, X, Y, results) -> None:
     order = np.random.default_rng(0).permutation(len(Y))
     train, test = order[:CEILING_TRAIN], order[CEILING_TRAIN:]
     for j, device in enumerate(devices):
+        if device not in SELECTED:
+            continue
         p = get_predictor("gbt", seed=0)
         pred = p.fit(X["onehot"][train], Y[train, j]).predict(X["onehot"][test])
         results["ceiling"][device] = {k: float(v) for k, v in regression_metrics(Y[test, j], pred).items()
@@ -157,6 +166,8 @@ def auto_all(progress, space, archs, devices, sizes, seeds, Y, results) -> None:
     task = progress.add_task("auto", total=len(devices) * len(sizes) * seeds)
     codes: dict[str, np.ndarray] = {}
     for j, device in enumerate(devices):
+        if device not in SELECTED:
+            continue
         for n in sizes:
             runs, chosen = [], []
             for seed in range(seeds):
@@ -305,6 +316,7 @@ def main() -> None:
     started = time.perf_counter()
 
     space, archs, devices, Y = load(path)
+    SELECTED.update(args.devices.split(",") if args.devices else devices)
     encodings = {get_predictor(METHODS[m][0]).encoding for m in methods} | {"features", "cost", "onehot"}
     X = {e: encode_archs(space, archs, e) for e in encodings}
     results: dict = {"sizes": list(sizes), "seeds": seeds, "methods": list(methods), "devices": devices,
@@ -322,6 +334,7 @@ def main() -> None:
         if "transfer" in parts:
             transfer_all(progress, devices, seeds, transfer_rows, X, Y, results, plot_points)
     results["seconds"] = round(time.perf_counter() - started, 1)
+    devices = results["devices"] = [d for d in devices if d in SELECTED]  # what was evaluated, for the tables
     if "transfer" in parts:
         results["transfer_mean_spearman"] = {
             m: float(np.mean([results["transfer"][d][m]["spearman"] for d in devices]))
