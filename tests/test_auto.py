@@ -99,3 +99,16 @@ def test_a_pair_of_two_fitted_predictors_judges_archs_with_the_exact_one(store60
     np.testing.assert_allclose(cost.predict_arch(archs[:3]), exact.predict(encode_archs(SPACE, archs[:3], exact.encoding)))
     np.testing.assert_allclose(cost.predict_arch(archs[:3], exact=False), lookup.predict(SPACE.encode_many(archs[:3])),
                                rtol=1e-5)
+
+
+def test_a_flat_exact_predictor_that_finds_nothing_hands_discretisation_to_the_cost_term():
+    from hwnas.predictors import LookupTablePredictor
+    from hwnas.search.budget import discretise_and_verify
+
+    space = get_space("nb201:C=4,N=1")
+    per_op = np.tile(np.array([0.0, 0.05, 0.6, 1.5, 0.3]), space.alpha_shape[0])
+    cost = LookupTablePredictor.from_table(0.0, per_op)
+    flat = LookupTablePredictor.from_table(100.0, np.zeros_like(per_op))  # predicts 100 for every architecture
+    c = HardwareCost(space, "latency_ms", 3.0, predictor=PredictorPair(cost=cost, exact=flat))
+    r = discretise_and_verify(space, torch.zeros(space.alpha_shape), [c])
+    assert c.exact is None and r.predicted["latency_ms"] <= 3.0  # judged by the cost term instead

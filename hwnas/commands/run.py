@@ -60,6 +60,7 @@ def run(space, dataset, backend, threads, samples, budget_ms, budget_percentile,
     rows = [
         ["device", f"{r['device']} [{r['device_id']}], {r['backend']}"],
         ["architectures profiled", r["architectures_profiled"]],
+        ["predictor", f"{r['predictor']}: {r.get('predictor_used', '')}"],
         ["predictor held-out error", _holdout(r["predictor_holdout"])],
     ]
     for target, budget in r["budgets"].items():

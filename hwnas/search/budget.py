@@ -245,7 +245,7 @@ def discretise_and_verify(space, alpha: torch.Tensor, costs: list[HardwareCost],
     arch = None
     for _ in range(max_repairs + 1):
         try:
-            arch, moves = derive_within_budget(space, alpha, costs, exclude=over, recent=recent)
+            arch, moves = _derive(space, alpha, costs, over, recent, report)
         except HwnasError as e:  # nothing left that is predicted within budget: report what was measured, not a pass
             if not attempts:
                 raise
@@ -277,6 +277,21 @@ def discretise_and_verify(space, alpha: torch.Tensor, costs: list[HardwareCost],
         return fallback
     return SearchResult(arch, space.to_string(arch), space.spec, "", budgets, predicted(costs, arch), attempts[-1]["measured"],
                         False, [], used, attempts, note=f"no measured architecture met the budget after {max_repairs} repairs")
+
+
+def _derive(space, alpha, costs: list[HardwareCost], over, recent, report: Reporter):
+    """derive_within_budget; when an `exact` predictor (auto's most accurate) finds nothing within budget (a fit on
+    few rows can be flat), the cost term's own predictor judges instead, which the search itself steered by."""
+    try:
+        return derive_within_budget(space, alpha, costs, exclude=over, recent=recent)
+    except HwnasError:
+        if not any(c.exact is not None for c in costs):
+            raise
+    report.warning("the most accurate predictor finds no architecture within the budget; discretising with the "
+                   "cost term's predictor instead")
+    for c in costs:
+        c.set_exact(None)
+    return derive_within_budget(space, alpha, costs, exclude=over, recent=recent)
 
 
 def _measured_fallback(space, alpha: torch.Tensor, costs: list[HardwareCost], backend, store, shape, batch: int,
