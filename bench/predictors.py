@@ -1,5 +1,11 @@
 """Latency predictors on NAS-Bench-201's published latencies (six devices, 15,625 cells).
 
+The noise ceiling per device: gradient boosting on one-hot codes trained on 12,500 cells, tested on the other
+3,125 (the published measurements are noisy; no predictor from a few samples should be expected to beat this).
+The default predictor (`auto`: k-fold CV of the candidates, hwnas.predictors.auto) at n = 10, 20, 50, 100 as a
+share of that ceiling (within ±10% share / ceiling's, Spearman - ceiling's). Transfer: mean Spearman at
+k = 5, 10, 20 on each left-out device, with the pretraining time.
+
 For every device column and n in {10, 20, 50, 100, 500}: train on n random architectures (5 seeds), evaluate on
 all the others (MAPE, within ±5%/±10%, Spearman, Kendall; rows below 5% of the median latency are left out of the
 relative metrics only, see hwnas.predictors.metrics). Then few-shot transfer: leave one device out, pretrain on
@@ -42,7 +48,14 @@ METHODS = {
     "mlp": ("mlp", {}),
 }
 QUICK_METHODS = ("linear-cost", "cost-gbt")
-GOALS = {"n": 100, "within_10": 0.99, "spearman": 0.99, "transfer_k": 10, "transfer_spearman": 0.95}
+GOALS = {"n": 100, "within_10": 0.99, "spearman": 0.99, "transfer_k": 10, "transfer_spearman": 0.95,
+         "ceiling_share_within_10": 0.95, "ceiling_spearman_gap": 0.02, "transfer_min_spearman": 0.85,
+         "pretrain_seconds": 60}
+CEILING_TRAIN = 12_500
+#: the device columns evaluated (--devices); every column still serves as a transfer source
+SELECTED: set[str] = set()
+AUTO_SIZES = (10, 20, 50, 100)
+TRANSFER_KS = (5, 10, 20)
 KEYS = ("mape", "within_5", "within_10", "spearman", "kendall")
 
 
@@ -69,6 +82,11 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--seeds", type=int, default=None)
     ap.add_argument("--transfer-rows", type=int, default=None,
                     help="pretraining rows per source device (default: all; --quick: 3000)")
+    ap.add_argument("--devices", default=None,
+                    help="comma-separated device columns to evaluate (default: all; transfer still pretrains on all "
+                    "the others)")
+    ap.add_argument("--parts", default="fit,ceiling,auto,transfer",
+                    help="comma-separated parts to run: fit (every method), ceiling, auto, transfer")
     return ap.parse_args()
 
 
@@ -98,21 +116,114 @@ def transfer_all(progress, devices, seeds, transfer_rows, X, Y, results, plot_po
     task = progress.add_task("transfer", total=len(devices))
     F = X["features"]
     for j, device in enumerate(devices):
+        if device not in SELECTED:
+            continue
         rows = np.random.default_rng(100).permutation(len(Y))[:transfer_rows]
         sources = {d: (F[rows], Y[rows, i]) for i, d in enumerate(devices) if i != j}
-        body = pretrain_transfer(sources, seed=0, epochs=30)
-        adapted, scratch = [], []
-        for seed in range(seeds):
-            order = np.random.default_rng(seed).permutation(len(Y))
-            shots, test = order[:k], order[k:]
-            pred = body.fit(F[shots], Y[shots, j]).predict(F[test])
-            adapted.append(regression_metrics(Y[test, j], pred))
-            if seed == 0:
-                plot_points[(device, "transfer")] = (Y[test, j], pred)
-            lc = get_predictor("linear-cost", seed=seed)
-            scratch.append(regression_metrics(Y[test, j], lc.fit(X["cost"][shots], Y[shots, j]).predict(X["cost"][test])))
-        results["transfer"][device] = {"transfer": mean_metrics(adapted), "linear-cost-scratch": mean_metrics(scratch)}
+        started = time.perf_counter()
+        body = pretrain_transfer(sources, seed=0)
+        pretrain_seconds = time.perf_counter() - started
+        by_k = {}
+        for shots_k in TRANSFER_KS:
+            adapted, scratch, adapt_seconds = [], [], []
+            for seed in range(seeds):
+                order = np.random.default_rng(seed).permutation(len(Y))
+                shots, test = order[:shots_k], order[shots_k:]
+                started = time.perf_counter()
+                pred = body.fit(F[shots], Y[shots, j]).predict(F[test])
+                adapt_seconds.append(time.perf_counter() - started)
+                adapted.append(regression_metrics(Y[test, j], pred))
+                if seed == 0 and shots_k == k:
+                    plot_points[(device, "transfer")] = (Y[test, j], pred)
+                lc = get_predictor("linear-cost", seed=seed)
+                scratch.append(regression_metrics(Y[test, j], lc.fit(X["cost"][shots], Y[shots, j])
+                                                  .predict(X["cost"][test])))
+            by_k[str(shots_k)] = {"transfer": mean_metrics(adapted), "linear-cost-scratch": mean_metrics(scratch),
+                                  "adapt_seconds": float(np.mean(adapt_seconds))}
+        results["transfer"][device] = {**by_k[str(k)], "by_k": by_k, "pretrain_seconds": round(pretrain_seconds, 1)}
         progress.advance(task)
+
+
+def ceiling_all(progress, devices, X, Y, results) -> None:
+    """The noise ceiling: gbt on one-hot codes from CEILING_TRAIN cells, tested on the rest (one fixed split)."""
+    task = progress.add_task("ceiling", total=len(devices))
+    order = np.random.default_rng(0).permutation(len(Y))
+    train, test = order[:CEILING_TRAIN], order[CEILING_TRAIN:]
+    for j, device in enumerate(devices):
+        if device not in SELECTED:
+            continue
+        p = get_predictor("gbt", seed=0)
+        pred = p.fit(X["onehot"][train], Y[train, j]).predict(X["onehot"][test])
+        results["ceiling"][device] = {k: float(v) for k, v in regression_metrics(Y[test, j], pred).items()
+                                      if k in KEYS}
+        progress.advance(task)
+
+
+def auto_all(progress, space, archs, devices, sizes, seeds, Y, results) -> None:
+    """The default predictor (auto) at each n: its CV choice fitted on n cells, tested on all the others."""
+    from hwnas.predictors.auto import choose_predictor
+
+    task = progress.add_task("auto", total=len(devices) * len(sizes) * seeds)
+    codes: dict[str, np.ndarray] = {}
+    for j, device in enumerate(devices):
+        if device not in SELECTED:
+            continue
+        for n in sizes:
+            runs, chosen = [], []
+            for seed in range(seeds):
+                order = np.random.default_rng(seed).permutation(len(Y))
+                train, test = order[:n], order[n:]
+                choice = choose_predictor(space, [archs[i] for i in train], Y[train, j], seed=seed)
+                if choice.encoding not in codes:
+                    codes[choice.encoding] = encode_archs(space, archs, choice.encoding)
+                Xe = codes[choice.encoding]
+                p = get_predictor(choice.predictor, encoding=choice.encoding, seed=seed)
+                runs.append(regression_metrics(Y[test, j], p.fit(Xe[train], Y[train, j]).predict(Xe[test])))
+                chosen.append(choice.predictor)
+                progress.advance(task)
+            cell = mean_metrics(runs) | {"chosen": chosen}
+            ceiling = results["ceiling"].get(device)
+            if ceiling:
+                cell["share_within_10"] = cell["within_10"] / ceiling["within_10"]
+                cell["spearman_gap"] = ceiling["spearman"] - cell["spearman"]
+            results["auto"].setdefault(device, {})[str(n)] = cell
+
+
+def print_ceiling(console, results, devices, sizes) -> None:
+    from rich.table import Table
+
+    t = Table(title=f"Noise ceiling (gbt on one-hot, {CEILING_TRAIN} cells) and the default predictor (auto) as a "
+              "share of it: within ±10% share / Spearman gap (ceiling - auto); chosen predictors", title_justify="left")
+    for c in ("device", "ceiling ±10% / ρ", *[f"auto n={n}" for n in sizes]):
+        t.add_column(c)
+    for device in devices:
+        c = results["ceiling"].get(device)
+        cells = []
+        for n in sizes:
+            a = results["auto"].get(device, {}).get(str(n))
+            if a is None or c is None:
+                cells.append("-")
+                continue
+            picks = ",".join(sorted(set(a["chosen"])))
+            cells.append(f"{a['share_within_10']:.0%} / {a['spearman_gap']:+.3f}\n{picks}")
+        t.add_row(device, "-" if c is None else f"{c['within_10']:.3f} / {c['spearman']:.4f}", *cells)
+    console.print(t)
+
+
+def print_transfer_ks(console, results, devices) -> None:
+    from rich.table import Table
+
+    t = Table(title="Transfer: Spearman on the left-out device at k shots (pretrained on the other 5)",
+              title_justify="left")
+    for c in ("left-out device", *[f"k={k}" for k in TRANSFER_KS], "pretrain s", "adapt s (k=10)"):
+        t.add_column(c)
+    for device in devices:
+        r = results["transfer"][device]
+        t.add_row(device, *[f"{r['by_k'][str(k)]['transfer']['spearman']:.4f}" for k in TRANSFER_KS],
+                  f"{r['pretrain_seconds']:.1f}", f"{r['by_k']['10']['adapt_seconds']:.3f}")
+    means = results["transfer_mean_spearman_by_k"]
+    t.add_row("mean", *[f"{means[str(k)]:.4f}" for k in TRANSFER_KS], "", "")
+    console.print(t)
 
 
 def best_per_device(results, devices, sizes) -> dict:
@@ -151,6 +262,8 @@ def print_tables(console, results, devices, sizes, methods, seeds) -> None:
                             for c in (cells[m] for m in methods)])
     console.print(t)
 
+    if not results["transfer"]:
+        return
     t = Table(title=f"Few-shot transfer, k={GOALS['transfer_k']} samples of the left-out device (within ±10% / "
               "Spearman / MAPE %)", title_justify="left")
     for c in ("left-out device", "transfer (pretrained on the other 5)", "linear-cost from scratch"):
@@ -203,23 +316,43 @@ def main() -> None:
     started = time.perf_counter()
 
     space, archs, devices, Y = load(path)
-    encodings = {get_predictor(METHODS[m][0]).encoding for m in methods} | {"features", "cost"}
+    SELECTED.update(args.devices.split(",") if args.devices else devices)
+    encodings = {get_predictor(METHODS[m][0]).encoding for m in methods} | {"features", "cost", "onehot"}
     X = {e: encode_archs(space, archs, e) for e in encodings}
     results: dict = {"sizes": list(sizes), "seeds": seeds, "methods": list(methods), "devices": devices,
-                     "goals": GOALS, "fit": {}, "transfer": {}}
+                     "goals": GOALS, "fit": {}, "transfer": {}, "ceiling": {}, "auto": {}}
     plot_points: dict = {}
+    parts = set(args.parts.split(","))
+    auto_sizes = (10, 100) if args.quick else AUTO_SIZES
     with Progress(console=console, transient=True) as progress:
-        fit_all(progress, devices, sizes, methods, seeds, X, Y, results, plot_points)
-        transfer_all(progress, devices, seeds, transfer_rows, X, Y, results, plot_points)
-    results["best"] = best_per_device(results, devices, sizes)
+        if "fit" in parts:
+            fit_all(progress, devices, sizes, methods, seeds, X, Y, results, plot_points)
+        if "ceiling" in parts:
+            ceiling_all(progress, devices, X, Y, results)
+        if "auto" in parts:
+            auto_all(progress, space, archs, devices, auto_sizes, seeds, Y, results)
+        if "transfer" in parts:
+            transfer_all(progress, devices, seeds, transfer_rows, X, Y, results, plot_points)
     results["seconds"] = round(time.perf_counter() - started, 1)
-    results["transfer_mean_spearman"] = {
-        m: float(np.mean([results["transfer"][d][m]["spearman"] for d in devices]))
-        for m in ("transfer", "linear-cost-scratch")}
-    print_tables(console, results, devices, sizes, methods, seeds)
+    devices = results["devices"] = [d for d in devices if d in SELECTED]  # what was evaluated, for the tables
+    if "transfer" in parts:
+        results["transfer_mean_spearman"] = {
+            m: float(np.mean([results["transfer"][d][m]["spearman"] for d in devices]))
+            for m in ("transfer", "linear-cost-scratch")}
+        results["transfer_mean_spearman_by_k"] = {
+            str(k): float(np.mean([results["transfer"][d]["by_k"][str(k)]["transfer"]["spearman"] for d in devices]))
+            for k in TRANSFER_KS}
+    if "fit" in parts:
+        results["best"] = best_per_device(results, devices, sizes)
+        print_tables(console, results, devices, sizes, methods, seeds)
+    if "transfer" in parts:
+        print_transfer_ks(console, results, devices)
+    if "auto" in parts or "ceiling" in parts:
+        print_ceiling(console, results, devices, auto_sizes)
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "predictors.json").write_text(json.dumps(results, indent=2))
-    plot(results, devices, sizes, plot_points)
+    if "fit" in parts and "transfer" in parts:
+        plot(results, devices, sizes, plot_points)
     console.print(f"wrote {RESULTS / 'predictors.json'} and {RESULTS / 'predictors.png'} "
                   f"({results['seconds']:.0f} s)")
 

@@ -6,13 +6,18 @@ budgets at the 10/25/50/75th percentile of its latencies, several seeds; `tabula
 architecture's true latency is within budget, (b) share of the budget used (and that of the true best), (c)
 cifar10 accuracy regret vs the true best under the budget, (d) device measurements used.
 
-Part 2, real (this CPU, ONNX Runtime, digits): profile `hwnas run`'s space, fit a latency predictor (lookup table), then run the
+Part 2, real (this CPU, ONNX Runtime, digits): profile `hwnas run`'s space, fit a latency predictor (auto by default:
+the most accurate judges discrete architectures, the best differentiable one drives the cost term), then run the
 differentiable strategies under budgets at percentiles of the profiled latencies (one run with a latency and an
 energy budget together); the chosen architecture is measured (and repaired if over), retrained from scratch,
-and its test accuracy reported.
+and its test accuracy reported; per strategy: budget used, measured violations, test accuracy.
+
+Part 3, the cost term's overhead in one search step: the forward and backward of the cost (the predictor on the
+relaxed architecture) against a whole DARTS step (goal: under 3%).
 
     python bench/search_budget.py                      # both parts, JSON to bench/results/search_budget.json
     python bench/search_budget.py --skip-real --seeds 5
+    python bench/search_budget.py --quick              # 2 seeds, darts at p50 only, short schedules
 """
 from __future__ import annotations
 
@@ -109,9 +114,9 @@ def tabular_part(args, console) -> dict:
 def real_part(args, console) -> dict:
     from hwnas.commands.common import RichReporter, table
     from hwnas.data import load_dataset
-    from hwnas.predictors import fit_from_store
     from hwnas.profilers import TimingProtocol, get_backend, profile_space
     from hwnas.search import BudgetSearchOptions, search_under_budget, train_arch
+    from hwnas.search.api import resolve_cost_predictor
     from hwnas.spaces import get_space
     from hwnas.store import Store
 
@@ -131,8 +136,12 @@ def real_part(args, console) -> dict:
     stored = store.measurements(**key)
     latencies = np.array([m.latency_ms for m in stored])
     energies = np.array([m.energy_mj for m in stored])
-    predictors = {t: fit_from_store(store, space, backend.device_id(), backend.name, shape, target=t,
-                                    predictor=args.real_predictor, seed=0)[0] for t in ("latency_ms", "energy_mj")}
+    def fit_costs() -> dict:
+        return {t: resolve_cost_predictor(args.real_predictor, t, space, shape, backend, store, seed=0,
+                                          budget=float(np.percentile(latencies if t == "latency_ms" else energies, 50)))
+                for t in ("latency_ms", "energy_mj")}
+
+    predictors = fit_costs()
     runs = []
     plans = [(s, {"latency_ms": float(np.percentile(latencies, q))}, q) for q in args.real_percentiles
              for s in args.strategies]
@@ -155,8 +164,7 @@ def real_part(args, console) -> dict:
                      "test_accuracy": accuracy, "search_seconds": r.search_seconds,
                      "new_store_rows": len(store.measurements(**key)) - before, "plot": r.plot})
         # the repair loop refits predictors on what it measured: start the next run from the profiled fit
-        predictors = {t: fit_from_store(store, space, backend.device_id(), backend.name, shape, target=t,
-                                        predictor=args.real_predictor, seed=0)[0] for t in ("latency_ms", "energy_mj")}
+        predictors = fit_costs()
     console.print(table(
         f"Real searches on this CPU ({backend.device_name()}, onnxruntime, {space.spec}, digits, "
         f"{args.real_epochs} search epochs, {args.retrain_epochs} retrain epochs, {args.real_predictor} cost, "
@@ -166,7 +174,20 @@ def real_part(args, console) -> dict:
           ", ".join(f"{t} {_num((x['measured'] or {}).get(t))}" for t in x["budgets"]),
           x["within_budget"], ", ".join(f"{v:.1%}" for v in x["budget_used"].values()), x["measurements"],
           f"{x['test_accuracy']:.3f}"] for x in runs]))
+    per_strategy = {}
+    for name in dict.fromkeys(x["strategy"] for x in runs):
+        mine = [x for x in runs if x["strategy"] == name]
+        per_strategy[name] = {
+            "runs": len(mine), "measured_within_budget": int(sum(x["measured_within_budget"] for x in mine)),
+            "measured_violations": int(sum(not x["measured_within_budget"] for x in mine)),
+            "latency_budget_used_mean": float(np.mean([x["budget_used"].get("latency_ms", np.nan) for x in mine])),
+            "test_accuracy_mean": float(np.mean([x["test_accuracy"] for x in mine]))}
+    console.print(table("Per strategy (real searches): budget used, measured violations, test accuracy",
+                        ["strategy", "runs", "latency budget used (mean)", "measured over budget", "test acc (mean)"],
+                        [[k, v["runs"], f"{v['latency_budget_used_mean']:.1%}", v["measured_violations"],
+                          f"{v['test_accuracy_mean']:.3f}"] for k, v in per_strategy.items()]))
     return {"space": space.spec, "device": backend.device_name(), "device_id": backend.device_id(),
+            "per_strategy": per_strategy,
             "profiled": len(stored), "profile_seconds": round(profile_seconds, 1),
             "latency_ms_range": [float(latencies.min()), float(np.median(latencies)), float(latencies.max())],
             "epochs": args.real_epochs, "retrain_epochs": args.retrain_epochs, "predictor": args.real_predictor,
@@ -176,6 +197,48 @@ def real_part(args, console) -> dict:
                         "latency_budget_used_mean": float(np.mean([x["budget_used"]["latency_ms"] for x in runs
                                                                    if x["within_budget"]])) if any(x["within_budget"] for x in runs) else None,
                         "test_accuracy_mean": float(np.mean([x["test_accuracy"] for x in runs]))}}
+
+
+def overhead_part(args, console) -> dict:
+    """Seconds of the cost term's forward and backward on the relaxed architecture, against a whole DARTS step
+    (task loss on a training and a validation batch, supernet and alpha updates, cost term included)."""
+    from hwnas.commands.common import table
+    from hwnas.data import load_dataset
+    from hwnas.predictors import get_predictor
+    from hwnas.search.cost import HardwareCost
+    from hwnas.search.strategy import batches, get_strategy
+    from hwnas.spaces import get_space
+
+    data = load_dataset("digits", seed=0)
+    space = get_space(args.real_space, classes=data.num_classes)
+    rng = np.random.default_rng(0)
+    archs = [space.sample(rng) for _ in range(60)]
+    macs = np.array([space.profile(a, data.input_shape).macs for a in archs]) / 1e6
+    rows, out = [], {}
+    for name in ("lookup", "mlp"):
+        predictor = get_predictor(name, seed=0, **({"epochs": 50} if name == "mlp" else {}))
+        predictor.fit(space.encode_many(archs), macs)
+        cost = HardwareCost(space, "latency_ms", float(np.median(macs)), predictor=predictor)
+        strategy = get_strategy("darts")(space, space.supernet(data.input_shape), [cost], seed=0)
+        g = torch.Generator().manual_seed(0)
+        train = list(batches(data.x_train, data.y_train, 64, g))[:args.overhead_steps]
+        val = list(batches(data.x_val, data.y_val, 64, g))
+        strategy.step(train[0], val[0])  # warm up
+        started = time.perf_counter()
+        for i, batch in enumerate(train):
+            strategy.step(batch, val[i % len(val)])
+        step = (time.perf_counter() - started) / len(train)
+        reps = 20 * len(train)
+        started = time.perf_counter()
+        for _ in range(reps):
+            alpha = strategy.alpha.detach().clone().requires_grad_(True)
+            cost.value(alpha).backward()
+        term = (time.perf_counter() - started) / reps
+        out[name] = {"step_ms": 1e3 * step, "cost_term_ms": 1e3 * term, "overhead": term / step}
+        rows.append([name, f"{1e3 * step:.2f}", f"{1e3 * term:.3f}", f"{term / step:.2%}"])
+    console.print(table(f"Cost-term overhead in one DARTS step ({space.spec}, digits, batch 64; goal < 3%; timings "
+                        "on a shared machine are noisy)", ["cost predictor", "step ms", "cost term ms", "overhead"], rows))
+    return out
 
 
 def _num(v) -> str:
@@ -198,7 +261,10 @@ def main() -> None:
     p.add_argument("--skip-tabular", action="store_true")
     p.add_argument("--skip-real", action="store_true")
     p.add_argument("--real-space", default=DEFAULT_SPACE)
-    p.add_argument("--real-predictor", default="lookup", help="latency/energy predictor of the real part")
+    p.add_argument("--real-predictor", default="auto", help="latency/energy predictor of the real part")
+    p.add_argument("--skip-overhead", action="store_true")
+    p.add_argument("--overhead-steps", type=int, default=10)
+    p.add_argument("--quick", action="store_true", help="2 seeds, darts at p50 only, 4 search and 5 retrain epochs")
     p.add_argument("--budget-mode", default="target", choices=["target", "cap"])
     p.add_argument("--profile", type=int, default=40, help="architectures profiled for the real part")
     p.add_argument("--real-percentiles", type=int, nargs="*", default=[25, 50, 75])
@@ -207,6 +273,9 @@ def main() -> None:
     p.add_argument("--retrain-epochs", type=int, default=15)
     p.add_argument("--out", default=str(ROOT / "bench" / "results" / "search_budget.json"))
     args = p.parse_args()
+    if args.quick:
+        args.seeds, args.strategies, args.real_percentiles = 2, ["darts"], [50]
+        args.real_epochs, args.retrain_epochs, args.profile = 4, 5, 30
     torch.set_num_threads(1)
     out: dict = {"command": "python bench/search_budget.py " + " ".join(os.sys.argv[1:])}
     if not args.skip_tabular:
@@ -216,6 +285,8 @@ def main() -> None:
             out["tabular"] = tabular_part(args, console)
     if not args.skip_real:
         out["real"] = real_part(args, console)
+    if not args.skip_overhead:
+        out["cost_overhead"] = overhead_part(args, console)
     path = Path(args.out)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(out, indent=2, default=str))

@@ -194,8 +194,9 @@ def check_bundle(folder: Path, manifest: dict[str, Any], settings: CheckSettings
     report["parity"] = parity
     report["int8_parity"] = None
     if isinstance(manifest.get("int8"), dict) and hashes.get(INT8_FILE) == "ok":
+        trained = not str((manifest.get("weights") or {}).get("source", "")).startswith("random init")
         report["int8_parity"] = _int8_report(folder / INT8_FILE, batches, outputs, manifest["int8"].get("mode"),
-                                             settings.rtol, settings.atol)
+                                             settings.rtol, settings.atol, trained)
     report["tensorrt_parity"] = _tensorrt_report(folder, manifest, hashes, batches, outputs, settings, failures)
     measurement, report["measured"], report["measured_int8"] = _measure_report(folder, manifest, net, shape, settings,
                                                                                report["int8_parity"] is not None)
@@ -239,14 +240,16 @@ def _float_parity(folder: Path, batches, net, settings: CheckSettings, failures:
     return parity, outputs
 
 
-def _int8_report(path: Path, batches, outputs, mode, rtol: float, atol: float) -> dict[str, Any]:
-    """int8 is not expected to meet float tolerances: its agreement with the float model and, with labels, its
-    accuracy change are reported, not judged."""
-    out: dict[str, Any] = {"mode": mode}
+def _int8_report(path: Path, batches, outputs, mode, rtol: float, atol: float, trained: bool = True
+                 ) -> dict[str, Any]:
+    """int8 is not expected to meet float tolerances: its agreement with the float model and, with labels and
+    trained weights (an accuracy change of untrained weights means nothing), its accuracy change are reported,
+    not judged."""
+    out: dict[str, Any] = {"mode": mode, "trained": trained}
     for kind, (x, reference, labels) in batches.items():
         int8_out = run_onnxruntime(path, x)
         out[kind] = summary_of(compare_outputs(int8_out, reference, rtol, atol))
-        if labels is not None:
+        if labels is not None and trained:
             acc_float = float(np.mean(outputs[kind].argmax(1) == labels))
             acc_int8 = float(np.mean(int8_out.argmax(1) == labels))
             out[kind].update(accuracy_float=acc_float, accuracy_int8=acc_int8, accuracy_delta=acc_int8 - acc_float)

@@ -112,7 +112,8 @@ def run_pipeline(options: PipelineOptions | None = None, reporter: Reporter | No
     budgets = budgets_from(budgets["latency_ms"], budgets.get("energy_mj"))
     predictors = {}
     for target in budgets:
-        predictors[target] = resolve_cost_predictor(o.predictor, target, s, shape, device, store, o.seed)
+        predictors[target] = resolve_cost_predictor(o.predictor, target, s, shape, device, store, o.seed,
+                                                    budget=budgets[target])
         save_predictor(predictors[target], run_dir / f"predictor-{target}.npz", plot=False)
     stages.done()
 
@@ -139,6 +140,7 @@ def run_pipeline(options: PipelineOptions | None = None, reporter: Reporter | No
         "device": device.device_name(), "device_id": device.device_id(), "backend": device.name, "space": s.spec,
         "dataset": o.dataset, "architectures_profiled": summary.total_in_store,
         "predictor": o.predictor, "predictor_holdout": predictors["latency_ms"].metadata.get("heldout_metrics", {}),
+        "predictor_used": _predictor_used(predictors["latency_ms"]),
         "budgets": budgets, "arch": result.arch_string, "predicted": result.predicted,
         "measured_in_search": result.measured, "measured_exported": measured,
         "within_budget": all(measured.get(k) is not None and measured[k] <= v for k, v in budgets.items()),
@@ -153,3 +155,9 @@ def _percentile_budget(o: PipelineOptions, store, space, device, shape) -> float
     latencies = [m.latency_ms for m in store.measurements(device=device.device_id(), backend=device.name,
                                                            space=space.spec, input_shape=shape, batch=1)]
     return float(np.percentile(latencies, o.budget_percentile))
+
+
+def _predictor_used(p) -> str:
+    """What judged the architectures, and (with `auto` pairing) what drove the cost term."""
+    cost = getattr(p, "cost", None)
+    return p.name if cost is None else f"{p.name} (cost term: {cost.name})"

@@ -22,6 +22,7 @@ from hwnas.predictors.api import (
     predict_csv,
     save_predictor,
 )
+from hwnas.predictors.auto import AUTO, AutoChoice, PredictorPair, choose_predictor
 from hwnas.predictors.base import (
     FORMAT_VERSION,
     PREDICTORS,
@@ -38,15 +39,19 @@ from hwnas.predictors.metrics import regression_metrics
 from hwnas.predictors.transfer import TransferPredictor, pretrain_transfer
 
 __all__ = [
+    "AUTO",
     "ENCODINGS",
     "FORMAT_VERSION",
     "PREDICTORS",
+    "AutoChoice",
     "EnsemblePredictor",
     "LinearCostPredictor",
     "LookupTablePredictor",
     "Predictor",
+    "PredictorPair",
     "TransferPredictor",
     "build_predictor",
+    "choose_predictor",
     "encode_archs",
     "fit_from_csv",
     "fit_from_store",

@@ -13,9 +13,11 @@ import numpy as np
 from hwnas.errors import HwnasError, quote
 from hwnas.files import atomic_write, read_csv_rows, read_wide_csv
 from hwnas.measurement import TARGETS, check_value
+from hwnas.predictors.auto import AUTO, choose_predictor
 from hwnas.predictors.base import Predictor, get_predictor, load_predictor
-from hwnas.predictors.encodings import encode_archs
+from hwnas.predictors.encodings import ENCODINGS, encode_archs
 from hwnas.predictors.metrics import finite_metrics, regression_metrics
+from hwnas.predictors.transfer import cached_pretrain, transfer_cache_key
 from hwnas.spaces import get_space
 from hwnas.spaces.base import Arch, SearchSpace
 
@@ -29,11 +31,12 @@ def _space(space: SearchSpace | str) -> SearchSpace:
 def fit_predictor(X: np.ndarray, y: np.ndarray, predictor: str = "mlp", encoding: str | None = None,
                   holdout: float = 0.2, seed: int = 0, settings: Mapping[str, Any] | None = None,
                   sources: Mapping[str, tuple[np.ndarray, np.ndarray]] | None = None,
-                  ) -> tuple[Predictor, dict[str, Any]]:
+                  pretrained: Predictor | None = None) -> tuple[Predictor, dict[str, Any]]:
     """Fit on a random (1 - holdout) share, report metrics on the rest, then refit on every row.
 
     The held-out measured and predicted values are kept on the returned predictor as `.heldout` (for the plot).
-    `sources` ({device: (X, y)}) pretrains a `transfer` predictor before it adapts to (X, y).
+    `sources` ({device: (X, y)}) pretrains a `transfer` predictor (once) before it adapts to (X, y); `pretrained`
+    is one already pretrained (e.g. from the cache, `cached_pretrain`), copied for each fit instead.
     """
     X, y = np.asarray(X, np.float32), np.asarray(y, np.float64)
     if len(y) < MIN_MEASUREMENTS:
@@ -43,14 +46,18 @@ def fit_predictor(X: np.ndarray, y: np.ndarray, predictor: str = "mlp", encoding
     if not 0 <= holdout < 1:
         raise HwnasError(f"holdout {holdout} is not accepted; it is a share in [0, 1)")
 
+    bodies = [pretrained] if pretrained is not None else []
+
     def new() -> Predictor:
-        p = get_predictor(predictor, encoding=encoding, seed=seed, **dict(settings or {}))
-        if predictor == "transfer":
+        if predictor != "transfer":
+            return get_predictor(predictor, encoding=encoding, seed=seed, **dict(settings or {}))
+        if not bodies:  # pretrained once, adapted twice (held-out share, then every row)
             if not sources:
                 raise HwnasError("the 'transfer' predictor needs measurements of other devices to pretrain on; "
                                  "none were found with the same space, input shape and batch")
-            p.pretrain(sources)
-        return p
+            bodies.append(get_predictor(predictor, encoding=encoding, seed=seed, **dict(settings or {}))
+                          .pretrain(sources))
+        return clone_predictor(bodies[0])
 
     metrics: dict[str, Any] = {}
     heldout = (np.zeros(0), np.zeros(0))
@@ -188,9 +195,10 @@ def pick_shape(store, space: SearchSpace | str, input_shape=None, batch: int | N
 
 
 def fit_from_store(store, space: SearchSpace | str, device: str | None = None, backend: str | Any = None,
-                   input_shape=None, batch: int = 1, target: str = "latency_ms", predictor: str = "mlp",
+                   input_shape=None, batch: int = 1, target: str = "latency_ms", predictor: str = AUTO,
                    encoding: str | None = None, holdout: float = 0.2, seed: int = 0,
-                   settings: Mapping[str, Any] | None = None) -> tuple[Predictor, dict[str, Any]]:
+                   settings: Mapping[str, Any] | None = None, budget: float | None = None,
+                   ) -> tuple[Predictor, dict[str, Any]]:
     """Fit a predictor of `target` on the store's measurements of (space, device, backend, input shape, batch).
 
     device: a device name or id as the store knows it; backend: its name (or a Backend). Either may be None when
@@ -214,32 +222,75 @@ def fit_from_store(store, space: SearchSpace | str, device: str | None = None, b
             f"{len(rows)} {target} measurement(s) of {sp.spec} on device {device!r} with backend {backend_name!r}, "
             f"input {'x'.join(map(str, shape))}, batch {batch}; a predictor needs at least {MIN_MEASUREMENTS}: "
             "run `hwnas profile` first")
-    probe = get_predictor(predictor, encoding=encoding, space=sp, **dict(settings or {}))
     archs = [sp.from_string(m.arch) for m in rows]
-    X = encode_archs(sp, archs, probe.encoding, shape)
     y = np.array([getattr(m, target) for m in rows], np.float64)
-    sources = None
+    predictor, encoding, auto = _resolve_auto(predictor, encoding, sp, archs, y, shape, budget, seed, holdout)
+    probe = get_predictor(predictor, encoding=encoding, space=sp, **dict(settings or {}))
+    X = encode_archs(sp, archs, probe.encoding, shape)
+    sources, body, rows_of = None, None, {}
     if predictor == "transfer":
-        sources = {}
-        for other in store.devices():
-            if other["id"] == device_id:
-                continue
-            ms = [m for m in store.measurements(device=other["id"], space=sp.spec, input_shape=shape, batch=batch)
-                  if getattr(m, target) is not None]
-            if len(ms) >= MIN_MEASUREMENTS:
-                sources[other["name"]] = (encode_archs(sp, [sp.from_string(m.arch) for m in ms], probe.encoding, shape),
-                                          np.array([getattr(m, target) for m in ms]))
-    fitted, metrics = fit_predictor(X, y, predictor, probe.encoding, holdout, seed, settings, sources)
+        rows_of = _transfer_rows(store, device_id, sp, shape, batch, target)
+        if rows_of:
+            key = transfer_cache_key({n: len(ms) for n, ms in rows_of.items()}, space=sp.spec, input_shape=list(shape),
+                                     batch=batch, target=target, encoding=probe.encoding, seed=seed,
+                                     settings=dict(settings or {}))
+            cache = store.path.parent if store.path is not None else None  # beside an SQLite store
+            body = cached_pretrain(lambda: _encode_sources(rows_of, sp, shape, target, probe.encoding), cache, key,
+                                   seed, {"space": sp.spec, "input_shape": list(shape)}, probe.encoding,
+                                   **dict(settings or {}))
+    fitted, metrics = fit_predictor(X, y, predictor, probe.encoding, holdout, seed, settings, sources, body)
     info = next((d for d in store.devices() if d["id"] == device_id), {})
     fitted.metadata.update({
         "space": sp.spec, "target": target, "unit": TARGETS[target], "device": device_id,
         "device_name": info.get("name", device), "device_fingerprint": info.get("fingerprint", {}),
         "backend": backend_name, "input_shape": list(shape), "batch": int(batch), "encoding": fitted.encoding,
         "training_size": len(y), "holdout": holdout, "seed": seed, "heldout_metrics": metrics,
-        "source": f"store {store.url}", "sources": list(sources or {}),
+        "source": f"store {store.url}", "sources": list(rows_of),
         "energy_methods": sorted({m.energy_method for m in rows if m.energy_method}) if target == "energy_mj" else [],
+        **auto, **({"transfer_body": body.metadata["transfer_body"]} if body is not None else {}),
     })
     return fitted, metrics
+
+
+def _transfer_rows(store, device_id: str, space: SearchSpace, shape, batch: int, target: str) -> dict[str, list]:
+    """{other device's name: its measurements of the same space, shape, batch and target} (enough of them)."""
+    per_device = {}
+    for other in store.devices():
+        if other["id"] == device_id:
+            continue
+        ms = [m for m in store.measurements(device=other["id"], space=space.spec, input_shape=shape, batch=batch)
+              if getattr(m, target) is not None]
+        if len(ms) >= MIN_MEASUREMENTS:
+            per_device[other["name"]] = ms
+    return per_device
+
+
+def _encode_sources(per_device: dict[str, list], space: SearchSpace, shape, target: str, encoding: str
+                    ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """{device: (encodings, values)}; an architecture measured on several devices is encoded once (analytic
+    encodings build each network)."""
+    archs = list(dict.fromkeys(m.arch for ms in per_device.values() for m in ms))
+    if not archs:
+        return {}
+    codes = encode_archs(space, [space.from_string(a) for a in archs], encoding, shape)
+    row = {a: i for i, a in enumerate(archs)}
+    return {name: (codes[[row[m.arch] for m in ms]], np.array([getattr(m, target) for m in ms]))
+            for name, ms in per_device.items()}
+
+
+def _resolve_auto(predictor: str, encoding: str | None, space: SearchSpace, archs, y: np.ndarray, shape,
+                  budget: float | None, seed: int, holdout: float) -> tuple[str, str | None, dict[str, Any]]:
+    """(predictor, encoding, metadata to add): as given, or for "auto" the cross-validated choice and its scores."""
+    if predictor != AUTO:
+        return predictor, encoding, {}
+    if not 0 <= holdout < 1:  # checked before the cross-validation, not after it
+        raise HwnasError(f"holdout {holdout} is not accepted; it is a share in [0, 1)")
+    if encoding is not None:
+        ENCODINGS.get(encoding)  # an unknown one names the known ones
+        raise HwnasError(f"--encoding {quote(encoding)} does not go with predictor 'auto' (each candidate reads its "
+                         "own encoding); name a predictor to choose its encoding")
+    choice = choose_predictor(space, archs, y, shape, budget=budget, seed=seed)
+    return choice.predictor, choice.encoding, {"auto": choice.to_dict()}
 
 
 def read_table(path: str | Path, space: SearchSpace, arch_column: str, target: str | None = None
@@ -264,14 +315,15 @@ def read_table(path: str | Path, space: SearchSpace, arch_column: str, target: s
 
 
 def fit_from_csv(path: str | Path, arch_column: str, target: str, space: SearchSpace | str = "nb201",
-                 predictor: str = "mlp", encoding: str | None = None, holdout: float = 0.2, seed: int = 0,
+                 predictor: str = AUTO, encoding: str | None = None, holdout: float = 0.2, seed: int = 0,
                  settings: Mapping[str, Any] | None = None, input_shape: Sequence[int] | None = None,
-                 ) -> tuple[Predictor, dict[str, Any]]:
+                 budget: float | None = None) -> tuple[Predictor, dict[str, Any]]:
     """Fit on every row of a CSV file (like ../shared/data/nb201/latency_ms.csv: an arch column, one value column
     per device), after reporting metrics on a held-out share."""
     sp = _space(space)
     shape = sp.check_input_shape(input_shape or sp.default_input_shape)
     _, archs, y = read_table(path, sp, arch_column, target)
+    predictor, encoding, auto = _resolve_auto(predictor, encoding, sp, archs, y, shape, budget, seed, holdout)
     probe = get_predictor(predictor, encoding=encoding, space=sp, **dict(settings or {}))
     X = encode_archs(sp, archs, probe.encoding, shape)
     fitted, metrics = fit_predictor(X, y, predictor, probe.encoding, holdout, seed, settings)
@@ -280,7 +332,7 @@ def fit_from_csv(path: str | Path, arch_column: str, target: str, space: SearchS
         "device_name": target, "device_fingerprint": {"name": target, "source": str(Path(path).resolve())},
         "input_shape": list(shape), "batch": None, "encoding": fitted.encoding, "training_size": len(y),
         "holdout": holdout, "seed": seed, "heldout_metrics": metrics, "source": str(Path(path).resolve()),
-        "arch_column": arch_column,
+        "arch_column": arch_column, **auto,
     })
     return fitted, metrics
 

@@ -30,7 +30,7 @@ SPACE = get_space("nb201")
 #: small settings so every neural predictor trains in well under a second here
 FAST = {"mlp": {"epochs": 40}, "gcn": {"epochs": 15, "hidden": 32}, "gbt": {"n_estimators": 60},
         "hgp-sl": {"epochs": 15, "hidden": 32},
-        "rf": {"n_estimators": 30}, "cost-gbt": {"n_estimators": 40}, "transfer": {"epochs": 5, "hidden": 32},
+        "rf": {"n_estimators": 30}, "cost-gbt": {"n_estimators": 40}, "transfer": {"steps": 150, "hidden": 32},
         "ensemble": {"members": ["ridge", {"predictor": "gbt", "settings": {"n_estimators": 40}},
                                  {"predictor": "mlp", "settings": {"epochs": 20}}]}}
 

@@ -79,8 +79,10 @@ class RichReporter(Reporter):
             TimeRemainingColumn,
         )
 
-        with Progress(TextColumn(f"[bold]{escape(title)}[/]"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                      TimeRemainingColumn(), TextColumn("{task.description}"), console=console) as bar:
+        # count and ETA first, a short bar after: on a narrow terminal what is cut is the bar and description
+        with Progress(TextColumn(f"[bold]{escape(title)}[/]"), MofNCompleteColumn(), TimeRemainingColumn(),
+                      BarColumn(bar_width=20), TimeElapsedColumn(), TextColumn("{task.description}"),
+                      console=console) as bar:
             task = bar.add_task("", total=total, completed=completed)
             try:
                 yield _RichTask(bar, task)

@@ -177,6 +177,15 @@ def _print_report(title: str, report: dict[str, Any], as_json: bool) -> None:
         raise SystemExit(1)
 
 
+def _int8_latency_rows(fp32: dict[str, Any], int8: dict[str, Any]) -> list[list[Any]]:
+    """int8 latency beside fp32's, saying plainly when int8 is the slower one (common on CPUs without VNNI)."""
+    if int8.get("latency_ms") is None or not fp32.get("latency_ms"):
+        return []
+    ratio = int8["latency_ms"] / fp32["latency_ms"]
+    verdict = f"{ratio:.2f}x fp32: int8 is SLOWER here" if ratio > 1 else f"{1 / ratio:.2f}x faster than fp32"
+    return [["measured int8", f"{fmt(int8['latency_ms'])} ms vs fp32 {fmt(fp32['latency_ms'])} ms ({verdict})"]]
+
+
 def _summary_table(title: str, r: dict[str, Any]):
     rows: list[list[Any]] = [["architecture", f"{r['arch']} ({r['space']})"]]
     if r.get("exporter"):
@@ -193,6 +202,8 @@ def _summary_table(title: str, r: dict[str, Any]):
     q = r.get("int8_parity")
     if q:
         delta = "" if q.get("accuracy_delta") is None else f", accuracy change {100 * q['accuracy_delta']:+.1f} points"
+        if q.get("trained") is False:
+            delta = ", accuracy not compared (untrained weights)"
         rows.append([f"int8 ({q['mode']})", f"top-1 agreement with float {100 * q['top1_agreement']:.0f}%{delta}"])
     trt = r.get("tensorrt_parity") or r.get("tensorrt")
     if trt and trt.get("skipped"):
@@ -205,6 +216,7 @@ def _summary_table(title: str, r: dict[str, Any]):
     if m:
         rows.append([f"measured ({m['backend']}, {m['device_name']})",
                      f"{fmt(m['latency_ms'])} ms, {fmt(m['energy_mj'])} mJ ({m['energy_method']})"])
+        rows += _int8_latency_rows(m, r.get("measured_int8") or {})
     for key, b in (r.get("budget_check") or {}).items():
         pe = (r.get("prediction_error") or {}).get(key)
         pred = "" if not pe or pe.get("error_pct") is None else f" (predicted {pe['predicted']:.4g}, {pe['error_pct']:+.0f}%)"

@@ -49,10 +49,12 @@ def _metrics_rows(metrics: dict) -> list[list]:
               help="Batch size measured. Default: the one the store holds for --space, else 1.")
 @click.option("--target", default="latency", show_default=True,
               help="From the store: latency or energy. With --from-csv: the CSV column to fit (e.g. pixel3).")
-@click.option("--predictor", "predictor_name", default="mlp", show_default=True,
-              help="Regressor: mlp (differentiable, what the search uses), linear-cost (best below ~50 samples), "
-              "cost-gbt (best from ~50 samples), lookup, ridge, gbt, rf, gcn, hgp-sl (graph pooling), ensemble, "
-              "transfer (pretrains on the store's other devices).")
+@click.option("--predictor", "predictor_name", default="auto", show_default=True,
+              help="Regressor: auto (k-fold cross-validation of linear-cost, lookup, cost-gbt and, from 300 rows, "
+              "mlp on these measurements; the best by Spearman and error near the budget is fitted and every "
+              "candidate's scores are shown and saved), mlp (differentiable), linear-cost (best below ~50 samples), "
+              "cost-gbt (best from ~50 samples), lookup, ridge, gbt, rf, gcn, hgp-sl (graph pooling), renas (pairwise ranking), layer-lut, ensemble, transfer (pretrains on "
+              "the store's other devices).")
 @click.option("--encoding", default=None,
               help="Architecture encoding: onehot, live-onehot, analytic, features, op-counts, cost, cost-features, graph. "
               "Default: the predictor's own.")
@@ -97,11 +99,36 @@ def fit(space, device, backend, input_shape, batch, target, predictor_name, enco
     if as_json:
         emit_json({**written, "predictor_name": predictor.name, "encoding": predictor.encoding,
                    "target": meta.get("target"), "device": meta.get("device"), "training_size": meta.get("training_size"),
-                   "metrics": metrics})
+                   "metrics": metrics, "auto": meta.get("auto"),
+                   "transfer_body": meta.get("transfer_body")})
         return
     results.print(table(f"{predictor.name} predictor of {meta.get('target')} on {meta.get('device_name')}", ["", ""], [
         ["space", meta.get("space")], ["encoding", predictor.encoding], ["training rows", meta.get("training_size")],
-        *_metrics_rows(metrics), ["predictor file", written["predictor"]], ["plot", written.get("plot", "")]]))
+        *_metrics_rows(metrics), *_auto_rows(meta.get("auto")), *_transfer_rows(meta.get("transfer_body")),
+        ["predictor file", written["predictor"]],
+        ["plot", written.get("plot", "")]]))
+
+
+def _transfer_rows(body: dict | None) -> list[list]:
+    if not body:
+        return []
+    how = "reused from the cache" if body["reused"] else "pretrained now"
+    where = f", {body['file']}" if body.get("file") else " (not cached: the store is not an SQLite file)"
+    return [["transfer body", f"{how} in {body['seconds']:.1f} s{where}"]]
+
+
+def _auto_rows(auto: dict | None) -> list[list]:
+    """One row per candidate `--predictor auto` cross-validated, the chosen one marked."""
+    if not auto:
+        return []
+    rows = [["chosen by auto", (f"{auto['chosen']} ({auto['folds']}-fold CV on {auto['rows']} rows; score = "
+                               "(Spearman + within ±10% near the budget) / 2)")]]
+    for c in auto["scores"]:
+        mark = " <- chosen" if c["predictor"] == auto["chosen"] else ""
+        rows.append([f"  {c['predictor']} ({c['encoding']})",
+                     (f"score {c['score']:.3f}, Spearman {_figure(c['spearman'], '.3f')}, within ±10% "
+                     f"{_figure(c['within_10_near'], '.1%')}, {c['seconds']:.1f} s{mark}")])
+    return rows
 
 
 def _store_for_fit(target: str, store_url, run_dir):

@@ -32,6 +32,7 @@ from hwnas.profilers import (
 from hwnas.profilers.energy import meter_report
 from hwnas.profilers.fleet import select_agents
 from hwnas.spaces import get_space
+from hwnas.threads import training_threads
 
 
 @click.command()
@@ -42,8 +43,10 @@ def devices(as_json: bool) -> None:
 
     backends = available_backends()
     meters = meter_report()
+    threads, why = training_threads()
     if as_json:
-        emit_json({"backends": backends, "energy_meters": meters})
+        emit_json({"backends": backends, "energy_meters": meters,
+                   "threads": {"training": threads, "training_why": why, "timing": "each backend's --threads"}})
         return
     results.print(table("Backends", ["backend", "works here", "device", "device id / why not"],
                         [[b["backend"], "yes" if b["available"] else "no", b["device"] or "",
@@ -52,6 +55,9 @@ def devices(as_json: bool) -> None:
                         ["meter", "method", "works here", "what it measures / why not"],
                         [[m["meter"], m["method"], "yes" if m["available"] else "no", m["why"] or m["what"]]
                          for m in meters]))
+    results.print(table("Threads", ["work", "threads", "why"],
+                        [["training (search, retraining)", threads, f"{why} (set $HWNAS_TRAIN_THREADS to change)"],
+                         ["timing (profile, measure)", "--threads (default 1)", "fixed, part of the device's identity"]]))
 
 
 def space_options(f):

@@ -6,7 +6,7 @@ import click
 from hwnas.commands.common import emit_json, json_option, reporter, results, run_dir_option, store_option, table
 from hwnas.pipeline import PipelineOptions, run_pipeline
 from hwnas.profilers import BACKENDS
-from hwnas.search.api import DEFAULT_SPACE, cost_predictor_names
+from hwnas.search.api import DEFAULT_COST_PREDICTOR, DEFAULT_SPACE, cost_predictor_names
 from hwnas.search.cost import MODES
 from hwnas.search.strategy import STRATEGIES
 
@@ -28,10 +28,11 @@ from hwnas.search.strategy import STRATEGIES
               help="Without --budget-ms: the budget is this percentile of the profiled latencies.")
 @click.option("--budget-mj", type=float, default=None,
               help="Energy budget in mJ per inference, met together with the latency budget.")
-@click.option("--predictor", default="lookup", show_default=True,
+@click.option("--predictor", default=DEFAULT_COST_PREDICTOR, show_default=True,
               type=click.Choice(cost_predictor_names()),
-              help="Latency predictor used as the search's cost term: a differentiable one on one-hot codes (mlp) "
-                   "or the additive per-operation table (lookup).")
+              help="Latency predictor: auto (cross-validated on the profiled measurements; the most accurate judges "
+                   "discrete architectures, the best differentiable one drives the cost term), a differentiable one "
+                   "on one-hot codes (mlp) or the additive per-operation table (lookup).")
 @click.option("--strategy", default="darts", show_default=True, type=click.Choice(STRATEGIES.names()),
               help="Differentiable search strategy; all share one supernet (see `hwnas search --help`).")
 @click.option("--budget-mode", default="target", show_default=True, type=click.Choice(MODES),
@@ -59,6 +60,7 @@ def run(space, dataset, backend, threads, samples, budget_ms, budget_percentile,
     rows = [
         ["device", f"{r['device']} [{r['device_id']}], {r['backend']}"],
         ["architectures profiled", r["architectures_profiled"]],
+        ["predictor", f"{r['predictor']}: {r.get('predictor_used', '')}"],
         ["predictor held-out error", _holdout(r["predictor_holdout"])],
     ]
     for target, budget in r["budgets"].items():

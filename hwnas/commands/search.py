@@ -12,7 +12,7 @@ from hwnas.commands.search_mo import mo_options, search_front
 from hwnas.commands.search_tasks import TASKS, run_task
 from hwnas.errors import HwnasError
 from hwnas.profilers import BACKENDS, PROTOCOL_NAMES
-from hwnas.search.api import DEFAULT_SPACE, SearchOptions, cost_predictor_names, search_device
+from hwnas.search.api import DEFAULT_COST_PREDICTOR, DEFAULT_SPACE, SearchOptions, cost_predictor_names, search_device
 from hwnas.search.cost import FORMS, MODES
 from hwnas.search.multi_objective import MO_STRATEGIES
 from hwnas.search.quantum import TASKS as CIRCUIT_TASKS
@@ -48,8 +48,9 @@ from hwnas.search.training_free import TRAINING_FREE_STRATEGIES, search_training
               help="Timing protocol for measuring the chosen architecture (quick, default, thorough).")
 @click.option("--predictor", default=None, metavar="PATH|NAME",
               help="A predictor file from `hwnas fit`, or a predictor name fitted now on the store's measurements "
-              f"of this device: {', '.join(cost_predictor_names())} (default: lookup, the additive per-operation "
-              "table; tabular mode: any predictor, default ridge).")
+              f"of this device: {', '.join(cost_predictor_names())} (default: auto, "
+              "cross-validated on this device's measurements, the most accurate judging discrete architectures and "
+              "the best differentiable one driving the cost term; tabular mode: any predictor, default ridge).")
 @click.option("--energy-predictor", default=None, metavar="PATH|NAME",
               help="Like --predictor, for the --budget-mj cost (default: --predictor's kind, or lookup when that is a "
               "file).")
@@ -125,7 +126,7 @@ def search(budget_ms, budget_mj, strategy, space, dataset, limit, epochs, retrai
         return
     options = SearchOptions(budget_ms=budget_ms, budget_mj=budget_mj, space=space, dataset=dataset, limit=limit,
                             strategy=strategy or "darts", epochs=epochs, retrain_epochs=retrain_epochs, backend=backend,
-                            threads=threads, protocol=protocol, predictor=predictor or "lookup",
+                            threads=threads, protocol=protocol, predictor=predictor or DEFAULT_COST_PREDICTOR,
                             energy_predictor=energy_predictor, cost_form=cost_form, budget_mode=budget_mode, seed=seed,
                             run_dir=run_dir, store_url=store_url)
     run_search = search_training_free if strategy in TRAINING_FREE_STRATEGIES else search_device

@@ -20,7 +20,8 @@ from hwnas.data import load_dataset
 from hwnas.errors import HwnasError, quote
 from hwnas.files import atomic_write
 from hwnas.measurement import budgets_from
-from hwnas.predictors import PREDICTORS, fit_from_store, load_predictor
+from hwnas.predictors import AUTO, PREDICTORS, PredictorPair, fit_from_store, load_predictor
+from hwnas.predictors.auto import best_differentiable
 from hwnas.profilers import TimingProtocol, get_backend, layer_lut_predictor
 from hwnas.reporting import Reporter, reporter_or_null
 from hwnas.search.budget import BudgetSearchOptions, search_under_budget
@@ -31,16 +32,16 @@ from hwnas.store import open_store
 #: the space `hwnas search` and `hwnas run` search by default: big enough that latency differences stand out of
 #: timing noise
 DEFAULT_SPACE = "nb201:C=16,N=3"
-#: the cost predictor used when none is named
-DEFAULT_COST_PREDICTOR = "lookup"
+#: the cost predictor used when none is named: cross-validated on this device's measurements (`resolve_cost_predictor`)
+DEFAULT_COST_PREDICTOR = AUTO
 
 
 def cost_predictor_names() -> list[str]:
     """Predictor names a search can fit and use as its cost term: differentiable on one-hot codes, or an
     additive per-operation table (they are fitted with the one-hot encoding the search feeds them)."""
 
-    return [n for n in PREDICTORS.names()
-            if PREDICTORS.get(n).differentiable or PREDICTORS.get(n).additive]
+    return [AUTO] + [n for n in PREDICTORS.names()
+                     if PREDICTORS.get(n).differentiable or PREDICTORS.get(n).additive]
 
 
 def is_predictor_file(spec: str | Path) -> bool:
@@ -48,7 +49,7 @@ def is_predictor_file(spec: str | Path) -> bool:
 
 
 def default_energy_predictor(latency_predictor: str) -> str:
-    """The energy cost predictor when none is named: the latency one's kind, or lookup when that is a file."""
+    """The energy cost predictor when none is named: the latency one's kind, or auto when that is a file."""
     return DEFAULT_COST_PREDICTOR if is_predictor_file(latency_predictor) else latency_predictor
 
 
@@ -61,10 +62,15 @@ def check_cost_predictor(spec: str, option: str = "--predictor") -> None:
 
 
 def resolve_cost_predictor(spec: str | Path, target: str, space, input_shape, backend, store, seed: int = 0,
-                           batch: int = 1):
+                           batch: int = 1, budget: float | None = None):
     """The cost predictor of `target` for a search: a saved predictor file (checked against the space and target),
     or a predictor of one of `cost_predictor_names()` fitted now (one-hot encoding) on the store's measurements of
-    `backend`'s device. The fitted predictor's held-out metrics are in `.metadata["heldout_metrics"]`."""
+    `backend`'s device. The fitted predictor's held-out metrics are in `.metadata["heldout_metrics"]`.
+
+    "auto" cross-validates the candidates near `budget` (hwnas.predictors.auto): when the most accurate cannot
+    drive a differentiable cost term it comes back as a `PredictorPair` with the best differentiable candidate
+    (the cost term) beside it (discretisation and repair); a saved predictor file that is not differentiable is
+    paired in the same way."""
 
     spec = str(spec)
     check_cost_predictor(spec)
@@ -75,7 +81,11 @@ def resolve_cost_predictor(spec: str | Path, target: str, space, input_shape, ba
             raise HwnasError(f"{spec} was fitted on space {meta['space']}, but the search runs on {space.spec}")
         if meta.get("target") and meta["target"] != target:
             raise HwnasError(f"{spec} predicts {meta['target']}, but the {target} budget needs a {target} predictor")
-        return p
+        return p if _drives_search(p) else _pair(p, space, input_shape, backend, store, seed, batch, budget)
+    if spec == AUTO:
+        exact, _ = fit_from_store(store, space, backend.device_id(), backend.name, input_shape=input_shape,
+                                  batch=batch, target=target, predictor=AUTO, seed=seed, budget=budget)
+        return exact if _drives_search(exact) else _pair(exact, space, input_shape, backend, store, seed, batch, budget)
     if spec == "layer-lut":  # measured layer by layer on the device, corrected on the store's networks
         if batch != 1:
             raise HwnasError("the layer-lut predictor is measured at batch 1; search at batch 1 or use another predictor")
@@ -83,6 +93,19 @@ def resolve_cost_predictor(spec: str | Path, target: str, space, input_shape, ba
     fitted, _ = fit_from_store(store, space, backend.device_id(), backend.name, input_shape=input_shape, batch=batch,
                                target=target, predictor=spec, encoding="onehot", seed=seed)
     return fitted
+
+
+def _drives_search(p) -> bool:
+    return p.additive or (p.differentiable and p.encoding == "onehot")
+
+
+def _pair(exact, space, input_shape, backend, store, seed: int, batch: int, budget: float | None) -> PredictorPair:
+    """`exact` beside the best differentiable auto candidate (on one-hot codes) fitted on the same measurements."""
+    name = best_differentiable(exact.metadata.get("auto") or {})
+    cost, _ = fit_from_store(store, space, backend.device_id(), backend.name, input_shape=input_shape, batch=batch,
+                             target=exact.metadata.get("target", "latency_ms"), predictor=name, encoding="onehot",
+                             seed=seed, holdout=0.0)
+    return PredictorPair(cost=cost, exact=exact)
 
 
 @dataclass
@@ -154,7 +177,8 @@ def search_device(options: SearchOptions, reporter: Reporter | None = None) -> d
     fits = any(not is_predictor_file(s) for s in specs.values())
     # nothing profiled: refuse and leave no empty store behind; the search itself writes (repairs are measured)
     store = open_store(o.store_url, run_dir, must_exist=fits, readonly=False)
-    predictors = {t: resolve_cost_predictor(specs[t], t, space, shape, device, store, o.seed) for t in budgets}
+    predictors = {t: resolve_cost_predictor(specs[t], t, space, shape, device, store, o.seed, budget=budgets[t])
+                  for t in budgets}
     search = BudgetSearchOptions(strategy=o.strategy, epochs=o.epochs, seed=o.seed, cost_form=o.cost_form,
                                  budget_mode=o.budget_mode, protocol=protocol)
     result = search_under_budget(space, data, predictors, budgets, search, backend=device, store=store,

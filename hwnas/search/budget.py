@@ -19,10 +19,12 @@ from hwnas.predictors.api import refit_predictor
 from hwnas.predictors.encodings import encode_archs
 from hwnas.profilers import TimingProtocol, measure_arch
 from hwnas.reporting import Reporter, reporter_or_null
+from hwnas.search.climb import budget_share, climb
 from hwnas.search.cost import FORMS, MODES, HardwareCost
 from hwnas.search.discretise import derive_within_budget, predicted
-from hwnas.search.strategy import get_strategy, run_search
+from hwnas.search.strategy import get_strategy, run_search, steps_per_epoch
 from hwnas.spaces.base import Arch
+from hwnas.threads import training_threads_context
 
 
 @dataclass
@@ -78,12 +80,13 @@ class BudgetSearchOptions:
     budget_mode: str = "target"
     max_repairs: int = 5
     protocol: Any = None
+    climb: int = 2  # rounds of climbing to costlier, predicted more accurate neighbours (hwnas.search.climb); 0: off
     strategy_options: dict[str, Any] = field(default_factory=dict)
 
     def check(self) -> None:
         """One-line HwnasError for a value no search can run with, before any work."""
         whole = {"epochs": (self.epochs, 1), "batch": (self.batch, 1), "batch_size": (self.batch_size, 1),
-                 "max_repairs": (self.max_repairs, 0)}
+                 "max_repairs": (self.max_repairs, 0), "climb": (self.climb, 0)}
         for name, (value, least) in whole.items():
             if isinstance(value, bool) or not isinstance(value, int) or value < least:
                 raise HwnasError(f"{name} {quote(value)} is not accepted; give a whole number >= {least}")
@@ -166,18 +169,47 @@ def search_under_budget(space, dataset, predictors: dict[str, Any], budgets: dic
     supernet = space.supernet(shape)
     strat = get_strategy(o.strategy)(space, supernet, costs, weight_lr=o.weight_lr, arch_lr=o.arch_lr, seed=o.seed,
                                      **(o.strategy_options or {}))
-    history = run_search(strat, dataset, o.epochs, o.batch_size,
-                         on_epoch=lambda row: report.message(epoch_line(o.strategy, row, o.epochs, costs)))
+    with training_threads_context(), report.progress(f"search ({o.strategy})",
+                                                     total=o.epochs * steps_per_epoch(dataset, o.batch_size)) as task:
+        history = run_search(strat, dataset, o.epochs, o.batch_size,
+                             on_epoch=lambda row: report.message(epoch_line(o.strategy, row, o.epochs, costs)),
+                             on_step=task.advance)
     recent = list(strat.recent_archs)
     result = discretise_and_verify(space, strat.alpha, costs, backend=backend, store=store, input_shape=shape,
                                    batch=o.batch, max_repairs=o.max_repairs, protocol=o.protocol, recent=recent,
                                    reporter=report)
+    if o.climb and result.within_budget and backend is not None:
+        _climb(result, space, costs, supernet, dataset, o, backend, store, shape, report)
     result.strategy, result.history = o.strategy, history
     result.search_seconds = round(time.perf_counter() - started, 2)
     if out_dir is not None and history:
         result.plot = str(save_search_plot(history, Path(out_dir) / "search_cost.png",
-                                           title=f"{o.strategy} on {dataset.name}"))
+                                           title=f"{o.strategy} on {dataset.name}", measured=result.measured))
     return result
+
+
+def _climb(result: SearchResult, space, costs: list[HardwareCost], supernet, dataset, o: BudgetSearchOptions,
+           backend, store, shape, report: Reporter) -> None:
+    """Climb from the measured result towards the budget (hwnas.search.climb); `result` takes the climb's end."""
+    over = {space.from_string(a["arch"]) for a in result.attempts if not a["within_budget"]}
+
+    def measure(arch):
+        return _measure(space, arch, backend, store, shape, o.batch, o.protocol)
+
+    start, start_share = result.arch_string, budget_share(result.measured or {}, result.budgets)
+    arch, measured, attempts = climb(space, costs, supernet, dataset, result.arch, result.measured or {}, measure,
+                                     rounds=o.climb, exclude=over)
+    for a in attempts:
+        report.message(_measured_line(a["arch"], a["measured"], a["predicted"], result.budgets, a["within_budget"],
+                                      climbing=True))
+    result.attempts += attempts
+    result.measurements_used += sum(int(a.pop("new")) for a in attempts)
+    if arch != result.arch:
+        result.arch, result.arch_string, result.measured = arch, space.to_string(arch), measured
+        result.predicted = predicted(costs, arch)
+        share = budget_share(measured, result.budgets)
+        result.note = (result.note + "; " if result.note else "") + (
+            f"climbed from {start} ({start_share:.0%} of the budget) to {share:.0%}, measured")
 
 
 def check_budget_reachable(space, costs: list[HardwareCost], max_size: int = 200_000) -> None:
@@ -187,7 +219,7 @@ def check_budget_reachable(space, costs: list[HardwareCost], max_size: int = 200
     if not costs or size is None or size > max_size:
         return
     archs = list(space.all_archs())
-    values = {c.target: np.asarray(c.predict_arch(archs), np.float64) for c in costs}
+    values = {c.target: np.asarray(c.predict_arch(archs, exact=False), np.float64) for c in costs}  # fast: one-hot
     if np.max([values[c.target] / c.budget for c in costs], axis=0).min() <= 1.0:
         return
     budgets = ", ".join(f"{c.target} <= {c.budget:g}" for c in costs)
@@ -213,7 +245,7 @@ def discretise_and_verify(space, alpha: torch.Tensor, costs: list[HardwareCost],
     arch = None
     for _ in range(max_repairs + 1):
         try:
-            arch, moves = derive_within_budget(space, alpha, costs, exclude=over, recent=recent)
+            arch, moves = _derive(space, alpha, costs, over, recent, report)
         except HwnasError as e:  # nothing left that is predicted within budget: report what was measured, not a pass
             if not attempts:
                 raise
@@ -247,6 +279,21 @@ def discretise_and_verify(space, alpha: torch.Tensor, costs: list[HardwareCost],
                         False, [], used, attempts, note=f"no measured architecture met the budget after {max_repairs} repairs")
 
 
+def _derive(space, alpha, costs: list[HardwareCost], over, recent, report: Reporter):
+    """derive_within_budget; when an `exact` predictor (auto's most accurate) finds nothing within budget (a fit on
+    few rows can be flat), the cost term's own predictor judges instead, which the search itself steered by."""
+    try:
+        return derive_within_budget(space, alpha, costs, exclude=over, recent=recent)
+    except HwnasError:
+        if not any(c.exact is not None for c in costs):
+            raise
+    report.warning("the most accurate predictor finds no architecture within the budget; discretising with the "
+                   "cost term's predictor instead")
+    for c in costs:
+        c.set_exact(None)
+    return derive_within_budget(space, alpha, costs, exclude=over, recent=recent)
+
+
 def _measured_fallback(space, alpha: torch.Tensor, costs: list[HardwareCost], backend, store, shape, batch: int,
                        attempts: list[dict[str, Any]], used: int) -> SearchResult | None:
     """When repairs are spent (timing noise near the budget can defeat any predictor): the most probable
@@ -274,8 +321,10 @@ def _measured_fallback(space, alpha: torch.Tensor, costs: list[HardwareCost], ba
 
 
 def _measured_line(arch: str, measured: dict[str, float | None], pred: dict[str, float], budgets: dict[str, float],
-                   ok: bool) -> str:
+                   ok: bool, climbing: bool = False) -> str:
     verdict = "within budget" if ok else "OVER budget: store, refit and repair"
+    if climbing:
+        verdict = "climb: within budget" if ok else "climb: over budget, not kept"
     figures = ", ".join(f"{t} {'-' if measured.get(t) is None else f'{measured[t]:.4g}'} (predicted {pred[t]:.4g}, "
                         f"budget {b:g})" for t, b in budgets.items())
     return f"measured {arch}: {figures} -> {verdict}"
@@ -309,14 +358,19 @@ def refit_costs(space, costs: list[HardwareCost], extra: dict[str, list[tuple[Ar
         if len(data) >= min_rows and c.predictor is not None:  # a bare table (no predictor) can only be rescaled
             X = encode_archs(space, list(data), c.predictor.encoding, input_shape)
             c.set_predictor(refit_predictor(c.predictor, X, np.array(list(data.values()))))
+            if c.exact is not None:  # `auto`'s most accurate predictor learns from the measurement too
+                codes = encode_archs(space, list(data), c.exact.encoding, input_shape)
+                c.set_exact(refit_predictor(c.exact, codes, np.array(list(data.values()))))
         elif extra.get(c.target):
             archs = [a for a, _ in extra[c.target]]
             ratio = np.array([v for _, v in extra[c.target]]) / c.predict_arch(archs)
             c.scale *= float(max(1.0, ratio.max()) * 1.01)
 
 
-def save_search_plot(history: list[dict[str, Any]], path: str | Path, title: str = "") -> Path:
-    """Relaxed predicted cost against its budget, and the multiplier, per epoch and target."""
+def save_search_plot(history: list[dict[str, Any]], path: str | Path, title: str = "",
+                     measured: dict[str, float | None] | None = None) -> Path:
+    """Relaxed predicted cost against its budget, and the multiplier, per epoch and target; `measured` (the
+    final architecture's measured figures) is marked at the last epoch."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -339,6 +393,8 @@ def save_search_plot(history: list[dict[str, Any]], path: str | Path, title: str
         ax.plot(epochs, [r["cost"][t] for r in history], "o-", label="relaxed (predicted)")
         ax.plot(epochs, [r["derived_cost"][t] for r in history], "s--", label="derived arch (predicted)")
         ax.axhline(history[0]["budget"][t], color="red", lw=1, label="budget")
+        if (measured or {}).get(t) is not None:
+            ax.plot([epochs[-1]], [measured[t]], "*", color="green", ms=14, label=f"final, measured {measured[t]:.4g}")
         ax.set_xlabel("epoch")
         ax.set_ylabel(t)
         ax.legend(fontsize=8)

@@ -28,6 +28,8 @@ import numpy as np
 import torch
 
 from hwnas.errors import HwnasError
+from hwnas.predictors.auto import PredictorPair
+from hwnas.predictors.encodings import encode_archs
 
 FORMS = ("dual", "proxyless")
 TRACKS = ("relaxed", "derived")
@@ -92,7 +94,9 @@ class HardwareCost:
                  base: float = 0.0, form: str = "dual", multiplier_lr: float = 0.05, multiplier: float = 0.0,
                  proportional: float = 2.0, track: str = "relaxed", beta: float = 0.6, mode: str = "target",
                  max_pull: float = 2.0, cost_fn: DifferentiableCost | None = None, tolerance: float = 0.02,
-                 averaging: float = 0.8):
+                 averaging: float = 0.8, exact=None):
+        if isinstance(predictor, PredictorPair):  # `auto`: a differentiable cost term, the most accurate for archs
+            predictor, exact = predictor.cost, predictor.exact
         _check_choice("budget mode", mode, MODES)
         _check_choice("cost tracking", track, TRACKS)
         _check_choice("cost form", form, FORMS)
@@ -103,6 +107,7 @@ class HardwareCost:
         self.space, self.target, self.budget, self.form = space, target, float(budget), form
         self.scale = 1.0  # raised by the repair loop when measurements show the predictor runs low
         self.predictor = self.module = self.table = None
+        self.set_exact(exact)
         self.base = float(base)
         self.fn: DifferentiableCost
         if table is not None:
@@ -150,12 +155,28 @@ class HardwareCost:
             p.requires_grad_(False)
         self.fn = _PredictorCost(self.space, self.module)
 
+    def set_exact(self, exact) -> None:
+        """Judge discrete architectures (`predict_arch`) with `exact` (any predictor, read in its own encoding),
+        or with the cost term's predictor when None."""
+        self.exact = exact
+        self._exact_values: dict = {}  # arch -> prediction: analytic encodings are slow, and archs repeat per step
+
+    def _predict_exact(self, archs) -> np.ndarray:
+        todo = [a for a in dict.fromkeys(archs) if a not in self._exact_values]
+        if todo:
+            codes = encode_archs(self.space, todo, self.exact.encoding, self.exact.metadata.get("input_shape") or None)
+            self._exact_values.update(zip(todo, np.asarray(self.exact.predict(codes), np.float64)))
+        return np.array([self._exact_values[a] for a in archs], np.float64)
+
     def value(self, alpha: torch.Tensor) -> torch.Tensor:
         """Predicted cost (in the target's units) of the relaxed architecture; differentiable in alpha."""
         return self.scale * self.fn(self.space.expected_weights(alpha))
 
-    def predict_arch(self, archs) -> np.ndarray:
-        """Predicted cost of discrete architectures (`Arch`es)."""
+    def predict_arch(self, archs, exact: bool = True) -> np.ndarray:
+        """Predicted cost of discrete architectures (`Arch`es); exact=False uses the cost term's own predictor even
+        when an `exact` one is set (fast on a whole space: one-hot codes need no network analysis)."""
+        if self.exact is not None and exact:
+            return self.scale * self._predict_exact(list(archs))
         codes = self.space.encode_many(list(archs))
         if self.table is not None:
             return self.scale * (self.base + codes @ self.table.numpy()[self.space.alpha_mask])

@@ -104,19 +104,26 @@ def batches(x: torch.Tensor, y: torch.Tensor, batch_size: int, generator: torch.
         yield x[idx], y[idx]
 
 
+def steps_per_epoch(dataset, batch_size: int) -> int:
+    """How many steps `run_search` takes per epoch (one per full training batch, at least one)."""
+    return max(1, len(dataset.y_train) // batch_size)
+
+
 def run_search(strategy: Strategy, dataset, epochs: int, batch_size: int = 64,
-               on_epoch: Callable[[dict[str, Any]], None] | None = None) -> list[dict[str, Any]]:
+               on_epoch: Callable[[dict[str, Any]], None] | None = None,
+               on_step: Callable[[], None] | None = None) -> list[dict[str, Any]]:
     """The one search loop: per step a strategy update and a controller step of every multiplier; per epoch a
     history row: loss, accuracy, and per target the relaxed expected cost ("cost"), the derived architecture's
     predicted cost ("derived_cost"), which of the two the multiplier follows ("tracks"), the multiplier (>= 0),
-    the pull (>= 0, "target" mode) and the dual variable; and the derived architecture."""
+    the pull (>= 0, "target" mode) and the dual variable; and the derived architecture. `on_step()` is called
+    after every step."""
     strategy.space.check_fits(dataset.input_shape, batch_size)  # before the first batch is allocated
     history: list[dict[str, Any]] = []
     for epoch in range(epochs):
         strategy.start_epoch(epoch, epochs)
         strategy.supernet.train()
         sums = {"loss": 0.0, "accuracy": 0.0}
-        trace = _run_epoch(strategy, dataset, batch_size, sums)
+        trace = _run_epoch(strategy, dataset, batch_size, sums, on_step)
         steps = max(1, len(trace))
         with torch.no_grad():
             relaxed = {c.target: float(c.value(strategy.alpha)) for c in strategy.costs}
@@ -141,7 +148,8 @@ def run_search(strategy: Strategy, dataset, epochs: int, batch_size: int = 64,
     return history
 
 
-def _run_epoch(strategy: Strategy, dataset, batch_size: int, sums: dict[str, float]) -> list[dict[str, Any]]:
+def _run_epoch(strategy: Strategy, dataset, batch_size: int, sums: dict[str, float],
+               on_step: Callable[[], None] | None = None) -> list[dict[str, Any]]:
     """One pass over the training data; returns the per-step trace and keeps `strategy.recent_archs`."""
     g = strategy.generator
     trace: list[dict[str, Any]] = []  # per step: relaxed cost and multiplier, for the plot
@@ -169,4 +177,6 @@ def _run_epoch(strategy: Strategy, dataset, batch_size: int, sums: dict[str, flo
                       "pull": {c.target: c.pull for c in strategy.costs}})
         sums["loss"] += out["loss"]
         sums["accuracy"] += out["accuracy"]
+        if on_step is not None:  # progress within an epoch (an epoch of a large space takes minutes)
+            on_step()
     return trace

@@ -6,6 +6,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from hwnas.reporting import Reporter, reporter_or_null
+from hwnas.threads import training_threads_context
 
 
 def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 256) -> float:
@@ -21,7 +22,12 @@ def train_arch(space, arch, dataset, epochs: int = 30, seed: int = 0, batch_size
                weight_decay: float = 5e-4, reporter: Reporter | None = None) -> tuple[nn.Module, float]:
     """Build `arch` for the dataset's input shape, train it from scratch on train + val with SGD (momentum,
     cosine schedule) and return (model in eval mode, test accuracy in [0, 1]). About five epoch lines go to
-    `reporter` (default: silent)."""
+    `reporter` (default: silent). Trains on `hwnas.threads.training_threads()` threads."""
+    with training_threads_context():
+        return _train_arch(space, arch, dataset, epochs, seed, batch_size, lr, weight_decay, reporter)
+
+
+def _train_arch(space, arch, dataset, epochs, seed, batch_size, lr, weight_decay, reporter) -> tuple[nn.Module, float]:
     report = reporter_or_null(reporter)
     torch.manual_seed(seed)
     g = torch.Generator().manual_seed(seed)

@@ -1,0 +1,96 @@
+"""Climbing towards the budget after discretisation: budget left unused is accuracy left on the table.
+
+When the measured architecture uses less than `CLIMB_BELOW` of its tightest budget, its neighbours that are
+predicted within every budget but cost more are scored by the supernet's one-shot accuracy (the shared weights
+with that architecture's one-hot mixing weights, on validation data); those predicted at least as accurate are
+ranked by that accuracy, the best few are measured, and the most accurate one measured within every budget
+becomes the result (at equal one-shot accuracy, only one that measured costlier). This repeats from there for a few rounds. Nothing is kept unless measured within budget.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+
+from hwnas.search.cost import HardwareCost
+from hwnas.search.discretise import worst_ratio
+from hwnas.spaces.base import Arch
+
+#: climb only while the measured architecture uses less than this share of its tightest budget
+CLIMB_BELOW = 0.95
+#: validation examples the one-shot accuracy is computed on
+EVAL_EXAMPLES = 512
+
+
+def one_shot_accuracy(space, supernet: torch.nn.Module, archs: Sequence[Arch], x: torch.Tensor, y: torch.Tensor,
+                      ) -> np.ndarray:
+    """Validation accuracy of each architecture with the supernet's shared weights (batch statistics in the
+    normalisation layers, as during the search; the weights are not changed)."""
+    x, y = x[:EVAL_EXAMPLES], y[:EVAL_EXAMPLES]
+    was_training = supernet.training
+    supernet.train()  # batch statistics: the running ones mix every operation of the search
+    state = {k: v.clone() for k, v in supernet.state_dict().items() if "running" in k or "num_batches" in k}
+    out = []
+    with torch.no_grad():
+        for arch in archs:
+            weights = torch.as_tensor(space.table_from_code(space.encode(arch)), dtype=torch.float32)
+            out.append(float((supernet(x, weights).argmax(1) == y).float().mean()))
+    supernet.load_state_dict(state, strict=False)  # the running statistics as they were
+    supernet.train(was_training)
+    return np.array(out)
+
+
+def costlier_feasible_neighbours(space, costs: Sequence[HardwareCost], arch: Arch, exclude) -> list[Arch]:
+    """Neighbours predicted within every budget and costlier (by the tightest budget's share) than `arch`."""
+    nbrs = [n for n in space.neighbours(arch) if n not in exclude]
+    if not nbrs:
+        return []
+    ratio, here = worst_ratio(costs, nbrs), worst_ratio(costs, [arch])[0]
+    return [n for n, r in zip(nbrs, ratio) if here < r <= 1.0]
+
+
+def budget_share(measured: dict[str, float | None], budgets: dict[str, float]) -> float:
+    """The largest measured share of a budget (the tightest one's), 0 when nothing was measured."""
+    shares = [measured[t] / b for t, b in budgets.items() if measured.get(t) is not None]
+    return max(shares) if shares else 0.0
+
+
+def climb(space, costs: Sequence[HardwareCost], supernet: torch.nn.Module, dataset, arch: Arch,
+          measured: dict[str, float | None], measure: Callable[[Arch], tuple[dict[str, float | None], bool]],
+          rounds: int = 2, measure_best: int = 3, exclude=frozenset()) -> tuple[Arch, dict[str, Any], list[dict]]:
+    """Up to `rounds` climbs from `arch` (measured within budget as `measured`); `measure(arch)` measures one
+    architecture and returns (figures, whether it was a new measurement). Returns (arch, its measured figures,
+    the attempts made: one dict per architecture measured, as in SearchResult.attempts)."""
+    budgets = {c.target: c.budget for c in costs}
+    attempts: list[dict] = []
+    seen = set(exclude) | {arch}
+    current_acc = None
+    for _ in range(rounds):
+        if budget_share(measured, budgets) >= CLIMB_BELOW:
+            break
+        candidates = [n for n in costlier_feasible_neighbours(space, costs, arch, seen)]
+        if not candidates:
+            break
+        scores = one_shot_accuracy(space, supernet, [arch, *candidates], dataset.x_val, dataset.y_val)
+        current_acc, scores = scores[0], scores[1:]
+        ratio = worst_ratio(costs, candidates)
+        ranked = [i for i in np.lexsort((-ratio, -scores)) if scores[i] >= current_acc][:measure_best]
+        best = None
+        for i in ranked:
+            cand = candidates[i]
+            seen.add(cand)
+            figures, new = measure(cand)
+            ok = all(figures.get(t) is not None and figures[t] <= b for t, b in budgets.items())
+            attempts.append({"arch": space.to_string(cand), "predicted": {c.target: float(c.predict_arch([cand])[0])
+                             for c in costs}, "measured": figures, "within_budget": ok, "moves": 0, "climb": True,
+                             "one_shot_accuracy": float(scores[i]), "new": new})
+            # kept: within budget, and more accurate (one-shot), or as accurate and using more of the budget
+            gain = (scores[i], budget_share(figures, budgets))
+            if ok and gain > (current_acc, budget_share(measured, budgets)) and (best is None or gain > best[2]):
+                best = (cand, figures, gain)
+        if best is None:
+            break
+        arch, measured, current_acc = best[0], best[1], best[2][0]
+    return arch, measured, attempts

@@ -1,0 +1,82 @@
+"""Searches that use their budget: from an architecture measured well under budget, discretisation climbs to
+costlier neighbours predicted within budget and at least as accurate (one-shot, on the supernet), measuring
+the best few for real, and keeps only one measured within budget."""
+import numpy as np
+import pytest
+import torch
+
+from hwnas.data import load_dataset
+from hwnas.profilers import TimingProtocol, get_backend, measure_arch
+from hwnas.search.climb import CLIMB_BELOW, climb, costlier_feasible_neighbours, one_shot_accuracy
+from hwnas.search.cost import HardwareCost
+from hwnas.spaces import get_space
+
+torch.set_num_threads(1)
+SPEC = "nb201:C=4,N=1,classes=10"
+PER_OP = np.array([0.0, 0.05, 0.6, 1.5, 0.3], np.float32)  # none, skip, conv1x1, conv3x3, pool: like a latency table
+
+
+@pytest.fixture(scope="module")
+def setup():
+    space = get_space(SPEC)
+    data = load_dataset("digits", seed=0, limit=256)
+    torch.manual_seed(0)
+    supernet = space.supernet(data.input_shape)
+    return space, data, supernet
+
+
+def cost(space, budget):
+    return HardwareCost(space, "latency_ms", budget, table=np.tile(PER_OP, (space.alpha_shape[0], 1)))
+
+
+def test_costlier_neighbours_are_feasible_and_cost_more(setup):
+    space, _, _ = setup
+    c = cost(space, 4.0)
+    start = space.from_string(space.to_string(space.sample(np.random.default_rng(3))))
+    here = c.predict_arch([start])[0]
+    nbrs = costlier_feasible_neighbours(space, [c], start, exclude=set())
+    assert nbrs and all(here < c.predict_arch([n])[0] <= 4.0 for n in nbrs)
+    assert not costlier_feasible_neighbours(space, [c], start, exclude=set(nbrs))
+
+
+def test_one_shot_accuracy_leaves_the_supernet_as_it_was(setup):
+    space, data, supernet = setup
+    before = {k: v.clone() for k, v in supernet.state_dict().items()}
+    archs = [space.sample(np.random.default_rng(i)) for i in range(3)]
+    acc = one_shot_accuracy(space, supernet, archs, data.x_val, data.y_val)
+    assert acc.shape == (3,) and np.all((acc >= 0) & (acc <= 1))
+    assert all(torch.equal(before[k], v) for k, v in supernet.state_dict().items())
+
+
+def test_climb_measures_costlier_candidates_and_keeps_only_one_measured_within_budget(setup):
+    space, data, supernet = setup
+    backend = get_backend("onnxruntime-cpu", threads=1)
+    start = space.from_string("|skip_connect~0|+|skip_connect~0|skip_connect~1|+|skip_connect~0|skip_connect~1|"
+                              "skip_connect~2|")
+    budget = 1e3  # ms: every architecture of this tiny space is measured within it, so the test does not hang on noise
+    c = cost(space, budget)
+
+    def measure(arch):
+        m = measure_arch(space, arch, backend, data.input_shape, 1, TimingProtocol.quick())
+        return {"latency_ms": m.latency_ms, "energy_mj": m.energy_mj}, True
+
+    first = measure(start)[0]
+    assert first["latency_ms"] / budget < CLIMB_BELOW
+    arch, measured, attempts = climb(space, [c], supernet, data, start, first, measure, rounds=1, measure_best=2)
+    assert 1 <= len(attempts) <= 2 and all(a["climb"] and a["within_budget"] for a in attempts)
+    assert all(a["predicted"]["latency_ms"] > c.predict_arch([start])[0] for a in attempts)
+    assert arch != start and space.to_string(arch) in {a["arch"] for a in attempts}
+    chosen = next(a for a in attempts if a["arch"] == space.to_string(arch))
+    assert chosen["one_shot_accuracy"] == max(a["one_shot_accuracy"] for a in attempts)
+    assert measured == chosen["measured"]
+
+
+def test_no_climb_once_the_budget_is_used(setup):
+    space, data, supernet = setup
+    start = space.sample(np.random.default_rng(0))
+    used = {"latency_ms": 0.97}
+
+    def measure(arch):  # never called: the start already uses 97% of the budget
+        raise AssertionError(arch)
+
+    assert climb(space, [cost(space, 1.0)], supernet, data, start, used, measure) == (start, used, [])
