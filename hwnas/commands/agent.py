@@ -60,7 +60,8 @@ def pin(cpus: set[int] | None) -> None:
               help="File holding the bearer token clients must present (`hwnas agent token FILE` makes one).")
 @click.option("--host", default="127.0.0.1", show_default=True,
               help="Address to listen on; give 0.0.0.0 (or the device's address) to accept other machines.")
-@click.option("--port", default=DEFAULT_PORT, show_default=True, type=click.IntRange(1, 65535))
+@click.option("--port", default=DEFAULT_PORT, show_default=True, type=click.IntRange(1, 65535),
+              help="TCP port to listen on.")
 @click.option("--backend", "backend_name", default="onnxruntime-cpu", show_default=True,
               type=click.Choice([n for n in BACKENDS.names() if BACKENDS.get(n).runs_onnx and n != "remote"]),
               help="The local backend that times the uploaded models.")
@@ -72,7 +73,8 @@ def pin(cpus: set[int] | None) -> None:
 @click.option("--request-timeout", default=120.0, show_default=True, type=click.FloatRange(min=1),
               help="Seconds a measurement may take before the request is answered 504.")
 @click.option("--log-level", default="info", show_default=True,
-              type=click.Choice(["critical", "error", "warning", "info", "debug"]))
+              type=click.Choice(["critical", "error", "warning", "info", "debug"]),
+              help="Least severe log line printed (info logs one line per request: who asked for what).")
 def serve(token_file, host, port, backend_name, threads, cpu_affinity, max_upload_mb, request_timeout, log_level):
     """Serve this device's backend to hwnas elsewhere: health, fingerprint and measure (one model at a time).
 
