@@ -41,7 +41,7 @@ class ReNASPredictor(Predictor):
     default_log_target = False
 
     def __init__(self, log_target: bool | None = None, seed: int = 0, hidden: int = 64, layers: int = 2,
-                 epochs: int = 300, lr: float = 3e-3, weight_decay: float = 1e-3, **settings):
+                 epochs: int = 200, lr: float = 3e-3, weight_decay: float = 1e-3, **settings):
         super().__init__(log_target, seed, hidden=hidden, layers=layers, epochs=epochs, lr=lr,
                          weight_decay=weight_decay, **settings)
         self.module: RankNet | None = None
