@@ -26,7 +26,7 @@ EVAL_EXAMPLES = 512
 
 def one_shot_accuracy(space, supernet: torch.nn.Module, archs: Sequence[Arch], x: torch.Tensor, y: torch.Tensor,
                       ) -> np.ndarray:
-    """Validation accuracy of each architecture with the supernet's shared weights (batch statistics in the
+    """Validation accuracy (or negative MSE for real-valued targets) of each architecture with the supernet's shared weights (batch statistics in the
     normalisation layers, as during the search; the weights are not changed)."""
     x, y = x[:EVAL_EXAMPLES], y[:EVAL_EXAMPLES]
     was_training = supernet.training
@@ -36,10 +36,18 @@ def one_shot_accuracy(space, supernet: torch.nn.Module, archs: Sequence[Arch], x
     with torch.no_grad():
         for arch in archs:
             weights = torch.as_tensor(space.table_from_code(space.encode(arch)), dtype=torch.float32)
-            out.append(float((supernet(x, weights).argmax(1) == y).float().mean()))
+            out.append(_score(supernet(x, weights), y))
     supernet.load_state_dict(state, strict=False)  # the running statistics as they were
     supernet.train(was_training)
     return np.array(out)
+
+
+def _score(output: torch.Tensor, y: torch.Tensor) -> float:
+    """Higher is better: accuracy for class labels, the negative mean squared error for real-valued targets
+    (forecasting), as `Strategy.task_loss` treats them."""
+    if y.is_floating_point():
+        return -float(torch.mean((output.reshape(y.shape) - y) ** 2))
+    return float((output.argmax(1) == y).float().mean())
 
 
 def costlier_feasible_neighbours(space, costs: Sequence[HardwareCost], arch: Arch, exclude) -> list[Arch]:
