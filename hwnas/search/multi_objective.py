@@ -39,6 +39,7 @@ import math
 import multiprocessing
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import optuna
@@ -218,6 +219,8 @@ def make_storage(url: str | None) -> optuna.storages.BaseStorage | None:
         return None
     sqlite = url.startswith("sqlite")
     kwargs: dict[str, Any] = {"connect_args": {"timeout": 120}} if sqlite else {}
+    if sqlite and url.startswith("sqlite:///") and url != "sqlite:///:memory:":
+        Path(url[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)  # as the measurement store does
     try:
         storage = optuna.storages.RDBStorage(url, engine_kwargs=kwargs, heartbeat_interval=None)
     except Exception as e:  # noqa: BLE001 - a bad URL, a missing driver, an unreachable server: one line
