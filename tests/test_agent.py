@@ -208,7 +208,9 @@ def _search_repairs_against_the_agent(agent, token_file, store, stored):
     archs = [space.from_string(m.arch) for m in stored]
     table, base = op_table_from_measurements(space, archs, np.array([m.latency_ms for m in stored]))
     optimistic = LookupTablePredictor.from_table(0.2 * base, 0.2 * table)
-    budget = 0.5 * min(m.latency_ms for m in stored)  # nothing measured fits, the predictor thinks most do
+    # just under every stored measurement: nothing measured fits, the optimistic predictor thinks most do, and the
+    # refitted one still finds unmeasured cells under it (half the fastest was flaky: fixed overheads dominate)
+    budget = 0.9 * min(m.latency_ms for m in stored)
     cost = HardwareCost(space, "latency_ms", budget, predictor=optimistic)
     alpha = torch.zeros(space.alpha_shape)
     chosen = space.from_string(slowest.arch)
