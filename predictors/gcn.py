@@ -33,25 +33,19 @@ class GCNModule(nn.Module):
         return self.head(torch.cat([h[:, -1], h.mean(1)], dim=-1)).squeeze(-1)
 
 
-@register_predictor("gcn")
-class GCNPredictor(Predictor):
-    """settings: hidden, layers, epochs, lr, weight_decay, rank_weight (ReNAS pairwise ranking loss)."""
+class GraphRegressor(Predictor):
+    """A graph network regressing the standardised target from the `graph` encoding: fit, predict and saving as
+    arrays are shared; a subclass gives `_build(nodes, vocabulary)` and the weight whose input size is the
+    vocabulary (read back when loading)."""
 
-    name = "gcn"
     default_encoding = "graph"
     minimal_encoding = "graph"  # every space has a graph (the base class gives a chain of decisions)
+    vocabulary_weight = ""
 
-    def __init__(self, log_target: bool | None = None, seed: int = 0, hidden: int = 64, layers: int = 3,
-                 epochs: int = 200, lr: float = 3e-3, weight_decay: float = 1e-4, rank_weight: float = 0.0, **settings):
-        super().__init__(log_target, seed, hidden=hidden, layers=layers, epochs=epochs, lr=lr,
-                         weight_decay=weight_decay, rank_weight=rank_weight, **settings)
-        self.module: GCNModule | None = None
-        self.y_mean, self.y_std = 0.0, 1.0
+    def _build(self, nodes: int, vocabulary: int) -> nn.Module:
+        raise NotImplementedError
 
-    def _build(self, nodes: int, vocabulary: int) -> GCNModule:
-        return GCNModule(nodes, vocabulary, self.settings["hidden"], self.settings["layers"])
-
-    def fit(self, X: np.ndarray, y: np.ndarray) -> GCNPredictor:
+    def fit(self, X: np.ndarray, y: np.ndarray) -> GraphRegressor:
         s = self.settings
         torch.manual_seed(self.seed)
         X = np.asarray(X, np.float32)
@@ -80,6 +74,25 @@ class GCNPredictor(Predictor):
         arrays = dict(arrays)
         nodes = int(arrays.pop("nodes"))
         self.y_mean, self.y_std = (float(v) for v in arrays.pop("y_scale"))
-        self.module = self._build(nodes, arrays["layers.0.weight"].shape[1])
+        self.module = self._build(nodes, arrays[self.vocabulary_weight].shape[1])
         self.module.load_state_dict({k: torch.as_tensor(v) for k, v in arrays.items()})
         self.module.eval()
+
+
+@register_predictor("gcn")
+class GCNPredictor(GraphRegressor):
+    """settings: hidden, layers, epochs, lr, weight_decay, rank_weight (ReNAS pairwise ranking loss)."""
+
+    name = "gcn"
+    vocabulary_weight = "layers.0.weight"
+
+    def __init__(self, log_target: bool | None = None, seed: int = 0, hidden: int = 64, layers: int = 3,
+                 epochs: int = 200, lr: float = 3e-3, weight_decay: float = 1e-4, rank_weight: float = 0.0, **settings):
+        super().__init__(log_target, seed, hidden=hidden, layers=layers, epochs=epochs, lr=lr,
+                         weight_decay=weight_decay, rank_weight=rank_weight, **settings)
+        self.module: GCNModule | None = None
+        self.y_mean, self.y_std = 0.0, 1.0
+
+    def _build(self, nodes: int, vocabulary: int) -> GCNModule:
+        return GCNModule(nodes, vocabulary, self.settings["hidden"], self.settings["layers"])
+

@@ -15,13 +15,11 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
 import torch
 from torch import nn
 
-from hwnas.predictors.base import Predictor, register_predictor
-from hwnas.predictors.encodings import infer_graph_nodes, split_graph_code
-from hwnas.predictors.training import standardise, train_regressor
+from hwnas.predictors.base import register_predictor
+from hwnas.predictors.gcn import GraphRegressor
 
 
 def sparsemax(z: torch.Tensor) -> torch.Tensor:
@@ -89,13 +87,12 @@ class HGPSLModule(nn.Module):
 
 
 @register_predictor("hgp-sl")
-class HGPSLPredictor(Predictor):
+class HGPSLPredictor(GraphRegressor):
     """settings: hidden, blocks (GCN layers; a pooling step between each two), ratio (nodes kept per pooling),
     lamb (weight of the original edges in structure learning), epochs, lr, weight_decay, rank_weight."""
 
     name = "hgp-sl"
-    default_encoding = "graph"
-    minimal_encoding = "graph"
+    vocabulary_weight = "convs.0.weight"
 
     def __init__(self, log_target: bool | None = None, seed: int = 0, hidden: int = 32, blocks: int = 3,
                  ratio: float = 0.5, lamb: float = 1.0, epochs: int = 100, lr: float = 3e-3,
@@ -108,36 +105,3 @@ class HGPSLPredictor(Predictor):
     def _build(self, nodes: int, vocabulary: int) -> HGPSLModule:
         s = self.settings
         return HGPSLModule(nodes, vocabulary, s["hidden"], s["blocks"], s["ratio"], s["lamb"])
-
-    def fit(self, X: np.ndarray, y: np.ndarray) -> HGPSLPredictor:
-        s = self.settings
-        torch.manual_seed(self.seed)
-        X = np.asarray(X, np.float32)
-        nodes = infer_graph_nodes(X)
-        _, feats = split_graph_code(X, nodes)
-        self.module = self._build(nodes, feats.shape[-1])
-        t = self._to_target(y)
-        self.y_mean, self.y_std = standardise(t)
-        target = torch.as_tensor((t - self.y_mean) / self.y_std, dtype=torch.float32)
-        train_regressor(self.module, self.module, torch.as_tensor(X), target, s["epochs"], s["lr"],
-                        s["weight_decay"], self.seed, s.get("rank_weight", 0.0))
-        return self
-
-    def predict(self, X: np.ndarray) -> np.ndarray:
-        with torch.no_grad():
-            t = self.module(torch.as_tensor(np.asarray(X, np.float32))).double().numpy()
-        return self._from_target(t * self.y_std + self.y_mean)
-
-    def get_arrays(self) -> dict[str, np.ndarray]:
-        arrays = {k: v.detach().cpu().numpy() for k, v in self.module.state_dict().items()}
-        arrays["nodes"] = np.array(self.module.nodes)
-        arrays["y_scale"] = np.array([self.y_mean, self.y_std])
-        return arrays
-
-    def set_arrays(self, arrays: dict[str, np.ndarray]) -> None:
-        arrays = dict(arrays)
-        nodes = int(arrays.pop("nodes"))
-        self.y_mean, self.y_std = (float(v) for v in arrays.pop("y_scale"))
-        self.module = self._build(nodes, arrays["convs.0.weight"].shape[1])
-        self.module.load_state_dict({k: torch.as_tensor(v) for k, v in arrays.items()})
-        self.module.eval()

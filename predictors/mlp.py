@@ -12,16 +12,21 @@ from hwnas.predictors.base import Predictor, register_predictor
 from hwnas.predictors.training import standardise, train_regressor
 
 
+def relu_mlp(in_dim: int, hidden: int, layers: int) -> nn.Sequential:
+    """`layers` Linear+ReLU blocks of width `hidden`, then a Linear to one output."""
+    dims = [in_dim] + [hidden] * layers
+    blocks: list[nn.Module] = []
+    for a, b in itertools.pairwise(dims):
+        blocks += [nn.Linear(a, b), nn.ReLU()]
+    return nn.Sequential(*blocks, nn.Linear(dims[-1], 1))
+
+
 class MLPModule(nn.Module):
     """Maps encodings (B, D) to predictions in the target's own units (ms, mJ): normalisation inside."""
 
     def __init__(self, in_dim: int, hidden: int, layers: int, log_target: bool):
         super().__init__()
-        dims = [in_dim] + [hidden] * layers
-        blocks: list[nn.Module] = []
-        for a, b in itertools.pairwise(dims):
-            blocks += [nn.Linear(a, b), nn.ReLU()]
-        self.net = nn.Sequential(*blocks, nn.Linear(dims[-1], 1))
+        self.net = relu_mlp(in_dim, hidden, layers)
         self.log_target = log_target
         self.register_buffer("y_mean", torch.zeros(()))
         self.register_buffer("y_std", torch.ones(()))

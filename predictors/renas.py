@@ -9,24 +9,19 @@ data, so predictions read as accuracies while their order is the ranker's.
 """
 from __future__ import annotations
 
-import itertools
-
 import numpy as np
 import torch
 from torch import nn
 
 from hwnas.predictors.base import Predictor, register_predictor
+from hwnas.predictors.mlp import relu_mlp
 from hwnas.predictors.training import pairwise_ranking_loss
 
 
 class RankNet(nn.Module):
     def __init__(self, in_dim: int, hidden: int, layers: int):
         super().__init__()
-        dims = [in_dim] + [hidden] * layers
-        blocks: list[nn.Module] = []
-        for a, b in itertools.pairwise(dims):
-            blocks += [nn.Linear(a, b), nn.ReLU()]
-        self.net = nn.Sequential(*blocks, nn.Linear(dims[-1], 1))
+        self.net = relu_mlp(in_dim, hidden, layers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x).squeeze(-1)
