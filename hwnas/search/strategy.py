@@ -20,6 +20,7 @@ from hwnas.errors import HwnasError
 from hwnas.registry import Registry
 from hwnas.search.cost import HardwareCost, total_loss
 from hwnas.spaces.base import Arch
+from hwnas.threads import training_layout
 
 STRATEGIES: Registry = Registry("search strategy")
 register_strategy = STRATEGIES.register
@@ -42,7 +43,7 @@ class Strategy:
     def __init__(self, space, supernet: nn.Module, costs: Sequence[HardwareCost], weight_lr: float = 0.05,
                  arch_lr: float = 0.05, weight_decay: float = 3e-4, arch_weight_decay: float = 1e-3, seed: int = 0,
                  **options: Any):
-        self.space, self.supernet, self.costs = space, supernet, list(costs)
+        self.space, self.supernet, self.costs = space, training_layout(supernet), list(costs)
         self.generator = torch.Generator().manual_seed(seed)
         self.alpha = nn.Parameter(1e-3 * torch.randn(space.alpha_shape, generator=self.generator))
         self.weight_lr = weight_lr

@@ -6,7 +6,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from hwnas.reporting import Reporter, reporter_or_null
-from hwnas.threads import training_threads_context
+from hwnas.threads import training_layout, training_threads_context
 
 
 def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 256) -> float:
@@ -32,7 +32,7 @@ def _train_arch(space, arch, dataset, epochs, seed, batch_size, lr, weight_decay
     torch.manual_seed(seed)
     g = torch.Generator().manual_seed(seed)
     space.check_fits(dataset.input_shape, batch_size, arch, training=True)  # before anything is built
-    model = space.build(arch, dataset.input_shape)
+    model = training_layout(space.build(arch, dataset.input_shape))
     x = torch.cat([dataset.x_train, dataset.x_val])
     y = torch.cat([dataset.y_train, dataset.y_val])
     opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, weight_decay=weight_decay, nesterov=True)
@@ -54,5 +54,6 @@ def _train_arch(space, arch, dataset, epochs, seed, batch_size, lr, weight_decay
         if epoch + 1 == epochs or (epoch + 1) % max(1, epochs // 5) == 0:
             report.message(f"retrain: epoch {epoch + 1:>3}/{epochs}  loss {total / steps_per_epoch:.3f}")
     accuracy = evaluate(model, dataset.x_test, dataset.y_test)
+    model.to(memory_format=torch.contiguous_format)  # the exporters and other callers expect the usual layout
     model.eval()
     return model, accuracy

@@ -116,8 +116,8 @@ class MixedOp(nn.Module):
         self.ops = nn.ModuleList(make_op(name, channels, affine=False) for name in OPS)
 
     def forward(self, x: torch.Tensor, weights: torch.Tensor, active: int | None = None) -> torch.Tensor:
-        if active is None:
-            return sum(w * op(x) for w, op in zip(weights, self.ops))
+        if active is None:  # `none` adds nothing (and its weight gets no gradient from it), so it is not computed
+            return sum(w * op(x) for w, op in zip(weights, self.ops) if not isinstance(op, Zero))
         # Only the chosen op runs; the others add their (zero-valued) weight so every weight keeps a gradient.
         return sum(weights[i] * op(x) if i == active else weights[i] for i, op in enumerate(self.ops))
 
