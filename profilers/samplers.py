@@ -19,7 +19,7 @@ import numpy as np
 
 from hwnas.errors import HwnasError
 from hwnas.predictors.active import select_active
-from hwnas.registry import Registry
+from hwnas.registries import SAMPLERS
 from hwnas.spaces import Arch, SearchSpace
 
 
@@ -28,7 +28,6 @@ class Sampler(Protocol):
                  measured: Mapping[Arch, float] | None = None) -> list[Arch]: ...
 
 
-SAMPLERS: Registry = Registry("sampler")
 register_sampler = SAMPLERS.register
 
 #: active sampling: architectures measured per round, and the pool of candidates it ranks

@@ -17,11 +17,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from hwnas.errors import HwnasError
-from hwnas.registry import Registry
+from hwnas.registries import STRATEGIES
 from hwnas.search.cost import HardwareCost, total_loss
 from hwnas.spaces.base import Arch
 
-STRATEGIES: Registry = Registry("search strategy")
 register_strategy = STRATEGIES.register
 
 
