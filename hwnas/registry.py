@@ -27,6 +27,7 @@ class Registry(Generic[T]):
         self.traits = traits
         self._items: dict[str, T] = {}
         self._declared: dict[str, tuple[str, dict[str, Any]]] = {}
+        self._checked: set[str] = set()  # declared names whose registered object agreed with the declaration
 
     def declare(self, name: str, module: str, **traits: Any) -> None:
         """`module` registers `name` when imported; `traits` are what its object says of itself."""
@@ -47,7 +48,7 @@ class Registry(Generic[T]):
         return decorator
 
     def get(self, name: str) -> T:
-        if name not in self._items and name in self._declared:
+        if name in self._declared and name not in self._checked:
             self._load(name)
         try:
             return self._items[name]
@@ -55,8 +56,10 @@ class Registry(Generic[T]):
             raise HwnasError(f"unknown {self.kind} {name!r}; known: {', '.join(self.names())}") from None
 
     def _load(self, name: str) -> None:
+        """Import the declaring module unless already done, and check it registered what was declared."""
         module, traits = self._declared[name]
-        importlib.import_module(module)
+        if name not in self._items:
+            importlib.import_module(module)
         if name not in self._items:
             raise DeclarationError(f"{self.kind} {name!r} is declared in {module}, but importing {module} did not "
                                    "register it; fix the declaration (hwnas.registries) or the decorator")
@@ -65,6 +68,7 @@ class Registry(Generic[T]):
         if wrong:
             raise DeclarationError(f"{self.kind} {name!r}: the declaration says {wrong}, the registered object "
                                    "says otherwise; fix the declaration (hwnas.registries)")
+        self._checked.add(name)
 
     def names(self) -> list[str]:
         """Registered and declared names, sorted; imports nothing."""
