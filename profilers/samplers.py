@@ -8,7 +8,8 @@ offers nothing new, so an adaptive sampler ("active") returns one batch per call
 
 "uniform" and "flops" are prefix-consistent (the first n of a request for n+k are the request for n), so an
 interrupted run asks for the same list again and a larger --samples extends what is stored instead of starting
-over. Register another with `@register_sampler("name")`; `hwnas profile --strategy` offers every registered one.
+over. Register another with `@register_sampler("name")` and declare it in hwnas.registries; `hwnas profile
+--strategy` offers every registered one.
 """
 from __future__ import annotations
 
