@@ -6,10 +6,9 @@ from pathlib import Path
 
 import numpy as np
 
+from hwnas.choices import INT8_MODES
 from hwnas.conversion import INPUT_NAME, load_onnx, quiet_loggers
 from hwnas.errors import HwnasError
-
-INT8_MODES = ("static", "dynamic")
 
 
 def int8_mode(int8: bool | str) -> str | None:

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import importlib
 import logging
+import os
+import signal
 import sys
 import warnings
 
@@ -116,10 +118,26 @@ def _one_line_warning(message, category, filename, lineno, file=None, line=None)
 _python_showwarning = warnings.showwarning
 
 
+def _on_interrupt(signum, frame) -> None:
+    """Ctrl-C: a KeyboardInterrupt, as Python's own handler raises, except while a module is being imported. The
+    commands import torch and friends when they start, and an interrupt landing inside a library's import can be
+    swallowed there and leave it half-initialised (numpy then fails with a RecursionError, not "interrupted"), so
+    then the process ends at once: "interrupted", exit 130."""
+    while frame is not None:
+        if frame.f_code.co_filename.startswith("<frozen importlib"):
+            sys.stderr.write("\ninterrupted\n")
+            sys.stderr.flush()
+            os._exit(130)
+        frame = frame.f_back
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> None:
     """The console entry point: click's own usage errors keep their form; a HwnasError is one line and exit 2;
     Ctrl-C, even while the libraries are still importing, is "interrupted" and exit 130."""
     warnings.showwarning = _one_line_warning
+    if signal.getsignal(signal.SIGINT) is signal.default_int_handler:  # not where SIGINT is ignored (`cmd &`)
+        signal.signal(signal.SIGINT, _on_interrupt)
     # SQLAlchemy's pool logs a traceback when Ctrl-C lands while it resets a connection; the interrupt is already
     # one line ("interrupted") and the transaction is rolled back by SQLite, so that log is noise here
     pool_log = logging.getLogger("sqlalchemy.pool")

@@ -19,10 +19,10 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from hwnas.choices import EXPORTERS
 from hwnas.errors import HwnasError
 from hwnas.reporting import Reporter
 
-EXPORTERS = ("auto", "torchscript", "dynamo")
 INPUT_NAME = "input"
 OUTPUT_NAME = "logits"
 DEFAULT_OPSET = 17

@@ -20,12 +20,12 @@ from typing import Any
 
 import numpy as np
 
+from hwnas.choices import AUTO  # noqa: F401  (re-exported)
 from hwnas.errors import HwnasError
 from hwnas.predictors.base import get_predictor
 from hwnas.predictors.encodings import encode_archs
 from hwnas.predictors.metrics import finite_metrics, regression_metrics
 
-AUTO = "auto"
 #: candidate -> the fewest rows it is tried with (in the order ties are broken: simplest first)
 CANDIDATES: dict[str, int] = {"linear-cost": 5, "lookup": 20, "cost-gbt": 30, "mlp": 300}
 #: candidates whose fitted form can drive a differentiable search's cost term on one-hot codes

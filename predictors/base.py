@@ -18,10 +18,9 @@ from torch import nn
 
 from hwnas.errors import HwnasError
 from hwnas.predictors.encodings import ENCODINGS, encode_archs, encoding_for
-from hwnas.registry import Registry
+from hwnas.registries import PREDICTORS
 from hwnas.versions import CORE_LIBRARIES, library_versions
 
-PREDICTORS: Registry = Registry("predictor")
 register_predictor = PREDICTORS.register
 FORMAT_VERSION = 1
 

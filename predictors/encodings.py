@@ -34,10 +34,9 @@ from collections.abc import Callable, Sequence
 import numpy as np
 
 from hwnas.errors import HwnasError
-from hwnas.registry import Registry
+from hwnas.registries import ENCODINGS
 from hwnas.spaces.base import Arch, SearchSpace
 
-ENCODINGS: Registry = Registry("encoding")
 Encoder = Callable[[SearchSpace, Sequence[Arch], Sequence[int] | None], np.ndarray]
 #: what each registered encoding needs from a space (capability names)
 NEEDS: dict[str, frozenset[str]] = {}

@@ -12,17 +12,14 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from hwnas.choices import API_VERSION, DEFAULT_PORT  # noqa: F401  (re-exported)
 from hwnas.errors import HwnasError, quote
 from hwnas.measurement import Measurement, shape_from_str
 from hwnas.profilers.timing import TimingProtocol
 
-#: the agent API this hwnas speaks; raised when a route or a field changes meaning. An agent answering an older
-#: version is refused by name ("too old"), not misread.
-API_VERSION = 1
 #: the oldest agent API this client can use
 MIN_AGENT_API = 1
 PREFIX = f"/v{API_VERSION}"
-DEFAULT_PORT = 8765
 #: bounds an agent puts on a requested timing protocol, so one request cannot hold the device for hours
 PROTOCOL_LIMITS = {"warmup_runs": 1000, "min_runs": 10000, "max_runs": 10000, "max_seconds": 600.0}
 

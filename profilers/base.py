@@ -13,11 +13,9 @@ from hwnas.measurement import Measurement, random_inputs
 from hwnas.profilers.energy import AnalyticalMeter, best_meter
 from hwnas.profilers.fingerprint import device_id, host_fingerprint
 from hwnas.profilers.timing import TimingProtocol, summarise, time_runs
-from hwnas.registry import Registry
+from hwnas.registries import BACKENDS
 from hwnas.spaces.analysis import profile_model
 from hwnas.versions import library_versions
-
-BACKENDS: Registry = Registry("backend")
 
 
 def register_backend(name: str):

@@ -20,9 +20,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from hwnas.registry import Registry
+from hwnas.registries import ENERGY_METERS
 
-ENERGY_METERS: Registry = Registry("energy meter")
 register_energy_meter = ENERGY_METERS.register
 
 # M. Horowitz, "Computing's energy problem (and what we can do about it)", ISSCC 2014, Fig. 1.1.9, 45 nm, 0.9 V:

@@ -39,13 +39,12 @@ from hwnas.profilers.profile import ProfileSummary
 from hwnas.profilers.remote import AgentUnreachable, RemoteBackend, check_agent_url
 from hwnas.profilers.samplers import SAMPLERS
 from hwnas.profilers.timing import TimingProtocol
-from hwnas.registry import Registry
+from hwnas.registries import FLEET_EXECUTORS as EXECUTORS
 from hwnas.reporting import Reporter, reporter_or_null
 from hwnas.spaces import Arch, SearchSpace, get_space
 from hwnas.store import Store, iter_unique
 
 #: name -> function(workers, todo, job, on_result, on_lost, **options): hands `todo` out to the workers
-EXECUTORS: Registry = Registry("executor")
 register_executor = EXECUTORS.register
 #: building a model seeds torch's global generator: one build at a time keeps the weights of an arch reproducible
 _BUILD_LOCK = threading.Lock()

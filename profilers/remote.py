@@ -28,6 +28,7 @@ from urllib.parse import urlsplit
 
 from torch import nn
 
+from hwnas.choices import AGENT_ENV, TOKEN_FILE_ENV
 from hwnas.conversion import export_onnx
 from hwnas.errors import HwnasError, quote
 from hwnas.measurement import Measurement
@@ -43,8 +44,6 @@ from hwnas.profilers.energy import analytical_energy_mj
 from hwnas.profilers.timing import TimingProtocol
 from hwnas.spaces.analysis import profile_model
 
-#: environment variables naming the agent for commands without --agent/--token-file (search, export, validate, run)
-AGENT_ENV, TOKEN_FILE_ENV = "HWNAS_AGENT", "HWNAS_AGENT_TOKEN_FILE"
 #: ONNX export is not safe to run from several threads at once (a fleet measures from one thread per agent)
 _EXPORT_LOCK = threading.Lock()
 

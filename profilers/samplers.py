@@ -8,7 +8,8 @@ offers nothing new, so an adaptive sampler ("active") returns one batch per call
 
 "uniform" and "flops" are prefix-consistent (the first n of a request for n+k are the request for n), so an
 interrupted run asks for the same list again and a larger --samples extends what is stored instead of starting
-over. Register another with `@register_sampler("name")`; `hwnas profile --strategy` offers every registered one.
+over. Register another with `@register_sampler("name")` and declare it in hwnas.registries; `hwnas profile
+--strategy` offers every registered one.
 """
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ import numpy as np
 
 from hwnas.errors import HwnasError
 from hwnas.predictors.active import select_active
-from hwnas.registry import Registry
+from hwnas.registries import SAMPLERS
 from hwnas.spaces import Arch, SearchSpace
 
 
@@ -28,7 +29,6 @@ class Sampler(Protocol):
                  measured: Mapping[Arch, float] | None = None) -> list[Arch]: ...
 
 
-SAMPLERS: Registry = Registry("sampler")
 register_sampler = SAMPLERS.register
 
 #: active sampling: architectures measured per round, and the pool of candidates it ranks

@@ -15,14 +15,13 @@ from typing import Any
 
 import numpy as np
 
+from hwnas.choices import TENSORRT_PRECISIONS  # noqa: F401  (re-exported)
 from hwnas.errors import HwnasError
 
 ENGINE_FILE = "model.engine"
 DEFAULT_WORKSPACE_MB = 1024
 #: the engine's optimisation profile covers batches 1..MAX_BATCH (parity checks run several samples at once)
 MAX_BATCH = 64
-#: fp32; fp16 (TensorRT may pick half-precision kernels); int8 (from a QDQ model, fp16 where not quantised)
-TENSORRT_PRECISIONS = ("fp32", "fp16", "int8")
 
 
 def tensorrt_unavailable() -> str | None:

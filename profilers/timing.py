@@ -7,8 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-#: protocol names, from the fastest to the most precise
-PROTOCOL_NAMES = ("quick", "default", "thorough")
+from hwnas.choices import PROTOCOL_NAMES
 
 
 @dataclass(frozen=True)

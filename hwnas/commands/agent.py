@@ -9,13 +9,12 @@ from pathlib import Path
 
 import click
 
+from hwnas.choices import AGENT_ENV, API_VERSION, DEFAULT_PORT, TOKEN_FILE_ENV
 from hwnas.commands.common import console, emit_json, results, table
 from hwnas.errors import HwnasError, quote
 from hwnas.files import atomic_write
-from hwnas.profilers import BACKENDS
-from hwnas.profilers.agent_protocol import API_VERSION, DEFAULT_PORT, read_token, token_is_private
-from hwnas.profilers.fleet import EXECUTORS
-from hwnas.profilers.remote import AGENT_ENV, TOKEN_FILE_ENV
+from hwnas.registries import BACKENDS
+from hwnas.registries import FLEET_EXECUTORS as EXECUTORS
 
 
 @click.group()
@@ -63,7 +62,7 @@ def pin(cpus: set[int] | None) -> None:
 @click.option("--port", default=DEFAULT_PORT, show_default=True, type=click.IntRange(1, 65535),
               help="TCP port to listen on.")
 @click.option("--backend", "backend_name", default="onnxruntime-cpu", show_default=True,
-              type=click.Choice([n for n in BACKENDS.names() if BACKENDS.get(n).runs_onnx and n != "remote"]),
+              type=click.Choice([n for n in BACKENDS.names_with("runs_onnx") if n != "remote"]),
               help="The local backend that times the uploaded models.")
 @click.option("--threads", default=None, type=click.IntRange(min=1),
               help="Most intra-op threads a request may use. Default: the CPUs this agent may run on.")
@@ -80,6 +79,7 @@ def serve(token_file, host, port, backend_name, threads, cpu_affinity, max_uploa
 
     Every request but health needs the bearer token; each is logged with the client's address and a hash of the
     token it presented."""
+    from hwnas.profilers.agent_protocol import read_token, token_is_private
     from hwnas.profilers.agent_server import AgentConfig
     from hwnas.profilers.agent_server import serve as serve_agent
 

@@ -14,7 +14,6 @@ from rich.table import Table
 
 from hwnas.errors import HwnasError
 from hwnas.reporting import Reporter
-from hwnas.store import open_store
 
 # Progress, warnings and errors go to stderr; results (tables, "wrote ..." lines) to stdout, so that
 # `hwnas measurements list > file` keeps them. With --json, stdout holds the JSON only.
@@ -121,6 +120,13 @@ def fmt(v: Any) -> str:
     if isinstance(v, float):
         return f"{v:.4g}"
     return "" if v is None else str(v)
+
+
+def open_store(*args, **kwargs):
+    """hwnas.store.open_store (same arguments), imported when a command opens a store, not when `--help` runs."""
+    from hwnas.store import open_store as open_
+
+    return open_(*args, **kwargs)
 
 
 def parse_shape(text: str):

@@ -6,6 +6,7 @@ from typing import Any
 
 import click
 
+from hwnas.choices import EXPORTERS, INT8_MODES, PROTOCOL_NAMES, TENSORRT_PRECISIONS
 from hwnas.cli import one_line
 from hwnas.commands.common import (
     emit_json,
@@ -19,23 +20,7 @@ from hwnas.commands.common import (
     table,
 )
 from hwnas.errors import HwnasError
-from hwnas.export import (
-    EXPORTERS,
-    INT8_MODES,
-    TENSORRT_PRECISIONS,
-    ExportOptions,
-    check_output_dir,
-    export_bundle,
-    load_samples,
-    load_weights_into,
-    read_search_result,
-    sample_shape,
-    subnet_from_supernet,
-    validate_bundle,
-)
-from hwnas.measurement import budgets_from
-from hwnas.profilers import BACKENDS, PROTOCOL_NAMES, TimingProtocol
-from hwnas.spaces import get_space
+from hwnas.registries import BACKENDS
 
 
 def budget_options(f):
@@ -112,6 +97,20 @@ def export(space, arch, from_search, weights, supernet, finetune_epochs, input_s
     Exit status: 0 when parity and every budget pass, 1 when one fails (the bundle is still written, with
     the failure in its manifest), 2 on bad input (nothing written). With --store the measurement of the
     exported model is also kept in the store."""
+    from hwnas.export import (
+        ExportOptions,
+        check_output_dir,
+        export_bundle,
+        load_samples,
+        load_weights_into,
+        read_search_result,
+        sample_shape,
+        subnet_from_supernet,
+    )
+    from hwnas.measurement import budgets_from
+    from hwnas.profilers import TimingProtocol
+    from hwnas.spaces import get_space
+
     out_dir = check_output_dir(out_dir or Path(run_dir) / "export")  # before any work
     result = read_search_result(from_search) if from_search else {}
     s = get_space(space or result.get("space") or "nb201")
@@ -159,6 +158,10 @@ def validate(bundle_dir, backend_name, threads, protocol, rtol, atol, budget_ms,
     a budget), 2 when the bundle cannot be checked at all (missing or malformed manifest, a manifest naming
     files outside the bundle, a corrupt ONNX file, bad tolerances, a backend not available here or one that
     cannot run ONNX files)."""
+    from hwnas.export import validate_bundle
+    from hwnas.measurement import budgets_from
+    from hwnas.profilers import TimingProtocol
+
     budgets = budgets_from(budget_ms, budget_mj) or None
     report = validate_bundle(bundle_dir, backend=backend_name, threads=threads, batch=batch, rtol=rtol, atol=atol,
                              budgets=budgets, protocol=TimingProtocol.named(protocol), measure=not no_measure,

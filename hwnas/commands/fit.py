@@ -16,7 +16,6 @@ from hwnas.commands.common import (
     table,
 )
 from hwnas.errors import HwnasError, quote
-from hwnas.measurement import TARGET_ALIASES, check_target
 
 
 def _figure(value, spec: str) -> str:
@@ -132,6 +131,8 @@ def _auto_rows(auto: dict | None) -> list[list]:
 
 
 def _store_for_fit(target: str, store_url, run_dir):
+    from hwnas.measurement import TARGET_ALIASES, check_target
+
     if target not in TARGET_ALIASES:
         raise HwnasError(f"unknown target {quote(target)} for store measurements; accepted: latency, energy "
                          "(a CSV column name needs --from-csv)")

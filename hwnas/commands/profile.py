@@ -5,6 +5,7 @@ from pathlib import Path
 
 import click
 
+from hwnas.choices import PROTOCOL_NAMES
 from hwnas.commands.agent import agent_options, print_fleet, remote_settings
 from hwnas.commands.common import (
     console,
@@ -18,28 +19,18 @@ from hwnas.commands.common import (
     store_option,
     table,
 )
-from hwnas.profilers import (
-    BACKENDS,
-    PROTOCOL_NAMES,
-    SAMPLERS,
-    TimingProtocol,
-    available_backends,
-    get_backend,
-    load_fleet,
-    profile_fleet,
-    profile_space,
-)
-from hwnas.profilers.energy import meter_report
-from hwnas.profilers.fleet import select_agents
-from hwnas.spaces import get_space
+from hwnas.registries import BACKENDS, SAMPLERS
 from hwnas.threads import training_threads
+
+# torch, ONNX Runtime and the profilers are imported inside the commands, so that `--help` stays fast
 
 
 @click.command()
 @json_option
 def devices(as_json: bool) -> None:
     """Which backends and energy meters work on this machine, and why the others don't."""
-    import hwnas.profilers  # noqa: F401
+    from hwnas.profilers import available_backends
+    from hwnas.profilers.energy import meter_report
 
     backends = available_backends()
     meters = meter_report()
@@ -103,6 +94,10 @@ def profile(space, input_shape, batch, backend_name, threads, samples, more, str
 
     Each architecture is committed as soon as it is measured; rerunning the same command after an interruption
     measures only what is missing."""
+    from hwnas.profilers import TimingProtocol, get_backend, load_fleet, profile_fleet, profile_space
+    from hwnas.profilers.fleet import select_agents
+    from hwnas.spaces import get_space
+
     s = get_space(space)
     shape = s.check_input_shape(parse_shape(input_shape) if input_shape else s.default_input_shape)
     chosen = [s.parse(a) for a in archs]  # parse all first: a bad string stops before anything is measured
@@ -164,6 +159,8 @@ def list_measurements(run_dir, store_url, as_json):
 @json_option
 def export_measurements(csv_path, device, backend, space, run_dir, store_url, as_json):
     """Write stored measurements as CSV (one row a measurement, every field)."""
+    from hwnas.spaces import get_space
+
     store = open_store(store_url, run_dir, must_exist=True)
     device_id = store.resolve_device(device) if device else None
     space_spec = get_space(space).spec if space else None
@@ -189,6 +186,8 @@ def import_measurements(csv_path, arch_column, columns, space, input_shape, batc
     """Load published latencies into the store, one device per column (device id `imported:<column>`).
 
     Every row is checked first (architecture strings, numbers): a bad file stores nothing."""
+    from hwnas.spaces import get_space
+
     s = get_space(space)
     shape = s.check_input_shape(parse_shape(input_shape) if input_shape else s.default_input_shape)
     store = open_store(store_url, run_dir)

@@ -3,12 +3,9 @@ from __future__ import annotations
 
 import click
 
+from hwnas.choices import DEFAULT_COST_PREDICTOR, DEFAULT_SPACE, MODES, cost_predictor_names
 from hwnas.commands.common import emit_json, json_option, reporter, results, run_dir_option, store_option, table
-from hwnas.pipeline import PipelineOptions, run_pipeline
-from hwnas.profilers import BACKENDS
-from hwnas.search.api import DEFAULT_COST_PREDICTOR, DEFAULT_SPACE, cost_predictor_names
-from hwnas.search.cost import MODES
-from hwnas.search.strategy import STRATEGIES
+from hwnas.registries import BACKENDS, STRATEGIES
 
 
 @click.command()
@@ -49,6 +46,8 @@ def run(space, dataset, backend, threads, samples, budget_ms, budget_percentile,
         budget_mode, search_epochs, retrain_epochs, seed, run_dir, store_url, as_json):
     """Profile this device, fit a latency predictor, search under the budget, retrain, export to ONNX and
     measure the exported model against the budget. Rerunning reuses stored measurements."""
+    from hwnas.pipeline import PipelineOptions, run_pipeline
+
     options = PipelineOptions(run_dir=run_dir, store_url=store_url, space=space, dataset=dataset, backend=backend,
                               threads=threads, samples=samples, budget_ms=budget_ms, budget_percentile=budget_percentile,
                               budget_mj=budget_mj, predictor=predictor, strategy=strategy, budget_mode=budget_mode,

@@ -7,17 +7,21 @@ from typing import Any
 
 import click
 
+from hwnas.choices import (
+    CIRCUIT_TASKS,
+    DEFAULT_COST_PREDICTOR,
+    DEFAULT_SPACE,
+    FORMS,
+    MODES,
+    PROTOCOL_NAMES,
+    TRAINING_FREE_STRATEGIES,
+    cost_predictor_names,
+)
 from hwnas.commands.common import emit_json, json_option, reporter, results, run_dir_option, store_option, table
 from hwnas.commands.search_mo import mo_options, search_front
 from hwnas.commands.search_tasks import TASKS, run_task
 from hwnas.errors import HwnasError
-from hwnas.profilers import BACKENDS, PROTOCOL_NAMES
-from hwnas.search.api import DEFAULT_COST_PREDICTOR, DEFAULT_SPACE, SearchOptions, cost_predictor_names, search_device
-from hwnas.search.cost import FORMS, MODES
-from hwnas.search.multi_objective import MO_STRATEGIES
-from hwnas.search.quantum import TASKS as CIRCUIT_TASKS
-from hwnas.search.strategy import STRATEGIES
-from hwnas.search.training_free import TRAINING_FREE_STRATEGIES, search_training_free
+from hwnas.registries import BACKENDS, MO_STRATEGIES, STRATEGIES
 
 
 @click.command()
@@ -120,6 +124,9 @@ def search(budget_ms, budget_mj, strategy, space, dataset, limit, epochs, retrai
                   "store_url": store_url}
         run_task(task, None if space == DEFAULT_SPACE else space, strategy, env, steps, seeds, common, as_json)
         return
+    from hwnas.search.api import SearchOptions, search_device
+    from hwnas.search.training_free import search_training_free
+
     if tabular:
         _tabular(budget_ms, budget_mj, latency_csv, latency_column, accuracy_csv, accuracy_column, measurements, seed,
                  predictor, accuracy_signal, as_json)

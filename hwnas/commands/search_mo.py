@@ -6,10 +6,9 @@ from typing import Any
 
 import click
 
-import hwnas.search  # noqa: F401  (registers every worker executor, "ray" included)
+from hwnas.choices import OBJECTIVE_NAMES
 from hwnas.commands.common import emit_json, reporter, results, table
-from hwnas.search.mo_api import OBJECTIVE_NAMES, MultiObjectiveOptions, search_multi_objective
-from hwnas.search.multi_objective import EXECUTORS
+from hwnas.registries import WORKER_EXECUTORS as EXECUTORS
 
 
 def mo_options(f):
@@ -42,6 +41,8 @@ def mo_options(f):
 
 def search_front(params: dict[str, Any]) -> None:
     """Run the multi-objective search from `hwnas search`'s parameters and print the front."""
+    from hwnas.search.mo_api import MultiObjectiveOptions, search_multi_objective
+
     p = params
     options = MultiObjectiveOptions(
         objectives=[o.strip() for o in p["objectives"].split(",") if o.strip()], strategy=p["strategy"],

@@ -16,11 +16,12 @@ from typing import Any
 
 import torch
 
+from hwnas.choices import DEFAULT_COST_PREDICTOR, DEFAULT_SPACE, cost_predictor_names
 from hwnas.data import load_dataset
 from hwnas.errors import HwnasError, quote
 from hwnas.files import atomic_write
 from hwnas.measurement import budgets_from
-from hwnas.predictors import AUTO, PREDICTORS, PredictorPair, fit_from_store, load_predictor
+from hwnas.predictors import AUTO, PredictorPair, fit_from_store, load_predictor
 from hwnas.predictors.auto import best_differentiable
 from hwnas.profilers import TimingProtocol, get_backend, layer_lut_predictor
 from hwnas.reporting import Reporter, reporter_or_null
@@ -28,20 +29,6 @@ from hwnas.search.budget import BudgetSearchOptions, search_under_budget
 from hwnas.search.train import train_arch
 from hwnas.spaces import get_space
 from hwnas.store import open_store
-
-#: the space `hwnas search` and `hwnas run` search by default: big enough that latency differences stand out of
-#: timing noise
-DEFAULT_SPACE = "nb201:C=16,N=3"
-#: the cost predictor used when none is named: cross-validated on this device's measurements (`resolve_cost_predictor`)
-DEFAULT_COST_PREDICTOR = AUTO
-
-
-def cost_predictor_names() -> list[str]:
-    """Predictor names a search can fit and use as its cost term: differentiable on one-hot codes, or an
-    additive per-operation table (they are fitted with the one-hot encoding the search feeds them)."""
-
-    return [AUTO] + [n for n in PREDICTORS.names()
-                     if PREDICTORS.get(n).differentiable or PREDICTORS.get(n).additive]
 
 
 def is_predictor_file(spec: str | Path) -> bool:

@@ -27,15 +27,12 @@ from typing import Protocol
 import numpy as np
 import torch
 
+from hwnas.choices import FORMS, MODES
 from hwnas.errors import HwnasError
 from hwnas.predictors.auto import PredictorPair
 from hwnas.predictors.encodings import encode_archs
 
-FORMS = ("dual", "proxyless")
 TRACKS = ("relaxed", "derived")
-#: "target": the budget is where the search should land (an unused tightest budget is pulled up to);
-#: "cap": the budget is only an upper limit
-MODES = ("target", "cap")
 
 
 class AdditiveCost(Protocol):

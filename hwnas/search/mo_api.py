@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from hwnas.choices import OBJECTIVE_NAMES
 from hwnas.data import load_dataset
 from hwnas.errors import HwnasError, quote
 from hwnas.files import atomic_write
@@ -48,8 +49,6 @@ from hwnas.search.zero_cost import ProxyMetric, proxy_names
 from hwnas.spaces import get_space
 from hwnas.store import open_store
 
-#: objectives `--objectives` accepts
-OBJECTIVE_NAMES = ("accuracy", "latency_ms", "energy_mj", "introspectability")
 COST_TARGETS = ("latency_ms", "energy_mj")
 
 

@@ -46,7 +46,8 @@ import optuna
 from optuna.trial import FrozenTrial, Trial
 
 from hwnas.errors import HwnasError, quote
-from hwnas.registry import Registry
+from hwnas.registries import MO_STRATEGIES
+from hwnas.registries import WORKER_EXECUTORS as EXECUTORS
 from hwnas.reporting import Reporter, reporter_or_null
 from hwnas.search.evolution import RegularizedEvolutionSampler
 from hwnas.search.pareto import ParetoResult, pareto_result
@@ -134,7 +135,6 @@ class StudySpec:
 
 
 # --- samplers ---------------------------------------------------------------------------------------------
-MO_STRATEGIES: Registry = Registry("multi-objective search strategy")
 register_mo_strategy = MO_STRATEGIES.register
 
 
@@ -274,7 +274,6 @@ def optimize_worker(spec: StudySpec, trials: int, worker: int = 0, storage=None)
     return trials
 
 
-EXECUTORS: Registry = Registry("worker executor")
 register_executor = EXECUTORS.register
 
 

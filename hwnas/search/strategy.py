@@ -3,8 +3,8 @@
 A strategy owns the architecture parameters `alpha` (shape `space.alpha_shape`; on a ragged space the entries
 outside `space.alpha_mask` are ignored: `space.mixing_weights` gives them weight 0) and two optimisers (SGD for
 the supernet's weights, Adam for alpha) and defines `step(train_batch, val_batch)`. A new strategy is one
-file with a `Strategy` subclass and `@register_strategy("name")`. Inside the search an architecture is its
-`Arch` (hashable); strings appear only in the history, for people and files.
+file with a `Strategy` subclass and `@register_strategy("name")`, declared in hwnas.registries. Inside the
+search an architecture is its `Arch` (hashable); strings appear only in the history, for people and files.
 """
 from __future__ import annotations
 
@@ -17,12 +17,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from hwnas.errors import HwnasError
-from hwnas.registry import Registry
+from hwnas.registries import STRATEGIES
 from hwnas.search.cost import HardwareCost, total_loss
 from hwnas.spaces.base import Arch
 from hwnas.threads import training_layout
 
-STRATEGIES: Registry = Registry("search strategy")
 register_strategy = STRATEGIES.register
 
 

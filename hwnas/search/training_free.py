@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from hwnas.choices import TRAINING_FREE_STRATEGIES
 from hwnas.data import load_dataset
 from hwnas.errors import HwnasError
 from hwnas.files import atomic_write
@@ -39,8 +40,6 @@ from hwnas.spaces import Arch, SearchSpace, get_space
 from hwnas.store import open_store
 
 #: training-free strategies: name -> how candidates are proposed
-TRAINING_FREE_STRATEGIES = {"training-free": "a seeded sample ranked by FLOPs",
-                            "training-free-evolution": "regularized evolution on FLOPs under the predicted budgets"}
 #: candidates proposed (sample size, or evolution trials)
 DEFAULT_CANDIDATES = 300
 #: evolution trials at most (each builds a network for its FLOPs)

@@ -31,11 +31,9 @@ from torch import nn
 
 from hwnas.data import _read_cifar_batch
 from hwnas.errors import HwnasError
-from hwnas.registry import Registry
+from hwnas.registries import PROXIES
 from hwnas.spaces import get_space
 from hwnas.spaces.analysis import profile_model
-
-PROXIES: Registry = Registry("zero-cost proxy")
 
 
 @dataclass(frozen=True)

@@ -4,9 +4,8 @@ from __future__ import annotations
 from typing import Any
 
 from hwnas.errors import HwnasError, quote
-from hwnas.registry import Registry
+from hwnas.registries import SPACES
 
-SPACES: Registry = Registry("search space")
 register_space = SPACES.register
 
 
