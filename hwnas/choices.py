@@ -34,6 +34,10 @@ AUTO = "auto"
 DEFAULT_SPACE = "nb201:C=16,N=3"
 #: the cost predictor used when none is named: cross-validated on this device's measurements (`resolve_cost_predictor`)
 DEFAULT_COST_PREDICTOR = AUTO
+#: `hwnas run`'s defaults: 80 architectures profiled (each exported to ONNX: most of the 0.3 s it takes), single-level
+#: DARTS (one forward and backward per step, half of first-order DARTS's) for 8 epochs, then climbing to the budget,
+#: and 15 epochs of retraining: the whole run in about 80 s on two cores
+RUN_SAMPLES, RUN_STRATEGY, RUN_SEARCH_EPOCHS, RUN_RETRAIN_EPOCHS = 80, "single-level", 8, 15
 #: how the cost enters the loss (hwnas.search.cost): "dual" multiplier by dual ascent, or "proxyless"
 FORMS = ("dual", "proxyless")
 #: "target": the budget is where the search should land (an unused tightest budget is pulled up to);

@@ -4,10 +4,16 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any, TypeVar
 
 import numpy as np
 
 from hwnas.choices import PROTOCOL_NAMES
+
+#: a measurement above this share of a budget is timed again before its verdict counts
+NEAR_BUDGET = 0.95
+#: sessions such a verdict is decided on (the fastest one)
+NEAR_BUDGET_SESSIONS = 3
 
 
 @dataclass(frozen=True)
@@ -87,3 +93,32 @@ def summarise(times_ms: np.ndarray) -> dict[str, float]:
         "latency_std_ms": float(np.std(times_ms)),
         "runs": len(times_ms),
     }
+
+
+M = TypeVar("M")
+
+
+def settle_near_budget(measure: Callable[[], M], budgets: dict[str, float] | None, near: float = NEAR_BUDGET,
+                       sessions: int = NEAR_BUDGET_SESSIONS) -> tuple[M, int]:
+    """(measurement, sessions timed): `measure()` once; when a budgeted figure of it is above `near` of its
+    budget (close to it, or over), `sessions` in all and the fastest one by the tightest budget's share.
+
+    On a shared machine a whole session can run 20-80% slow: another tenant's burst lasts from a tenth of a second
+    to seconds, longer than any protocol's runs, and only ever adds time. One slow session would call a model over
+    budget that is not (or send a search to a cheaper one); the fastest of three, spread over a second or more, is
+    the model's own latency. Each session is a median already, so a lucky single run cannot make it fast, and only
+    close calls pay for the repeats."""
+    first = measure()
+    if not budgets or _tightest_share(first, budgets) <= near:
+        return first, 1
+    taken = [first] + [measure() for _ in range(sessions - 1)]
+    return min(taken, key=lambda m: _tightest_share(m, budgets)), len(taken)
+
+
+def _tightest_share(measurement: Any, budgets: dict[str, float]) -> float:
+    """The largest figure/budget ratio of a Measurement (or a dict of figures); 0 when none is measured."""
+    def figure(target):
+        return measurement.get(target) if isinstance(measurement, dict) else getattr(measurement, target, None)
+
+    shares = [figure(t) / b for t, b in budgets.items() if figure(t) is not None and b > 0]
+    return max(shares, default=0.0)

@@ -3,7 +3,16 @@ from __future__ import annotations
 
 import click
 
-from hwnas.choices import DEFAULT_COST_PREDICTOR, DEFAULT_SPACE, MODES, cost_predictor_names
+from hwnas.choices import (
+    DEFAULT_COST_PREDICTOR,
+    DEFAULT_SPACE,
+    MODES,
+    RUN_RETRAIN_EPOCHS,
+    RUN_SAMPLES,
+    RUN_SEARCH_EPOCHS,
+    RUN_STRATEGY,
+    cost_predictor_names,
+)
 from hwnas.commands.common import emit_json, json_option, reporter, results, run_dir_option, store_option, table
 from hwnas.registries import BACKENDS, STRATEGIES
 
@@ -17,7 +26,7 @@ from hwnas.registries import BACKENDS, STRATEGIES
               help="How models are run and measured; `hwnas devices` says which work here.")
 @click.option("--threads", default=1, show_default=True, type=click.IntRange(min=1),
               help="Fixed intra-op thread count for measuring (part of the device's identity).")
-@click.option("--samples", default=100, show_default=True, type=click.IntRange(min=5),
+@click.option("--samples", default=RUN_SAMPLES, show_default=True, type=click.IntRange(min=5),
               help="Architectures to profile (stored ones are reused).")
 @click.option("--budget-ms", type=float, default=None,
               help="Latency budget in ms. Default: the --budget-percentile of the profiled latencies.")
@@ -30,13 +39,13 @@ from hwnas.registries import BACKENDS, STRATEGIES
               help="Latency predictor: auto (cross-validated on the profiled measurements; the most accurate judges "
                    "discrete architectures, the best differentiable one drives the cost term), a differentiable one "
                    "on one-hot codes (mlp) or the additive per-operation table (lookup).")
-@click.option("--strategy", default="darts", show_default=True, type=click.Choice(STRATEGIES.names()),
+@click.option("--strategy", default=RUN_STRATEGY, show_default=True, type=click.Choice(STRATEGIES.names()),
               help="Differentiable search strategy; all share one supernet (see `hwnas search --help`).")
 @click.option("--budget-mode", default="target", show_default=True, type=click.Choice(MODES),
               help="target: the search lands at the budget (a cost under it is pulled up); cap: only an upper limit.")
-@click.option("--search-epochs", default=15, show_default=True, type=click.IntRange(min=1),
+@click.option("--search-epochs", default=RUN_SEARCH_EPOCHS, show_default=True, type=click.IntRange(min=1),
               help="Supernet search epochs.")
-@click.option("--retrain-epochs", default=30, show_default=True, type=click.IntRange(min=1),
+@click.option("--retrain-epochs", default=RUN_RETRAIN_EPOCHS, show_default=True, type=click.IntRange(min=1),
               help="Epochs to train the chosen architecture from scratch before export.")
 @click.option("--seed", default=0, show_default=True, help="Seed for sampling, data splits and training.")
 @run_dir_option

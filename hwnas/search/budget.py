@@ -18,8 +18,9 @@ from hwnas.measurement import TARGETS
 from hwnas.predictors.api import refit_predictor
 from hwnas.predictors.encodings import encode_archs
 from hwnas.profilers import TimingProtocol, measure_arch
+from hwnas.profilers.timing import settle_near_budget
 from hwnas.reporting import Reporter, reporter_or_null
-from hwnas.search.climb import budget_share, climb
+from hwnas.search.climb import CLIMB_CEILING, budget_share, climb
 from hwnas.search.cost import FORMS, MODES, HardwareCost
 from hwnas.search.discretise import derive_within_budget, predicted
 from hwnas.search.strategy import get_strategy, run_search, steps_per_epoch
@@ -80,7 +81,7 @@ class BudgetSearchOptions:
     budget_mode: str = "target"
     max_repairs: int = 5
     protocol: Any = None
-    climb: int = 2  # rounds of climbing to costlier, predicted more accurate neighbours (hwnas.search.climb); 0: off
+    climb: int = 3  # rounds of climbing to costlier, predicted more accurate neighbours (hwnas.search.climb); 0: off
     strategy_options: dict[str, Any] = field(default_factory=dict)
 
     def check(self) -> None:
@@ -194,7 +195,7 @@ def _climb(result: SearchResult, space, costs: list[HardwareCost], supernet, dat
     over = {space.from_string(a["arch"]) for a in result.attempts if not a["within_budget"]}
 
     def measure(arch):
-        return _measure(space, arch, backend, store, shape, o.batch, o.protocol)
+        return _measure(space, arch, backend, store, shape, o.batch, o.protocol, result.budgets)
 
     start, start_share = result.arch_string, budget_share(result.measured or {}, result.budgets)
     arch, measured, attempts = climb(space, costs, supernet, dataset, result.arch, result.measured or {}, measure,
@@ -259,7 +260,7 @@ def discretise_and_verify(space, alpha: torch.Tensor, costs: list[HardwareCost],
         if backend is None:
             return SearchResult(arch, space.to_string(arch), space.spec, "", budgets, pred, None, False, [], used,
                                 attempts, note="not measured (no backend): not reported as within budget")
-        measured, new = _measure(space, arch, backend, store, shape, batch, protocol)
+        measured, new = _measure(space, arch, backend, store, shape, batch, protocol, budgets)
         used += int(new)
         ok = all(measured.get(t) is not None and measured[t] <= b for t, b in budgets.items())
         attempts.append({"arch": space.to_string(arch), "predicted": pred, "measured": measured, "within_budget": ok,
@@ -324,18 +325,25 @@ def _measured_line(arch: str, measured: dict[str, float | None], pred: dict[str,
                    ok: bool, climbing: bool = False) -> str:
     verdict = "within budget" if ok else "OVER budget: store, refit and repair"
     if climbing:
-        verdict = "climb: within budget" if ok else "climb: over budget, not kept"
+        verdict = "climb: within budget" if ok else f"climb: over {CLIMB_CEILING:.1%} of the budget, not kept"
     figures = ", ".join(f"{t} {'-' if measured.get(t) is None else f'{measured[t]:.4g}'} (predicted {pred[t]:.4g}, "
                         f"budget {b:g})" for t, b in budgets.items())
     return f"measured {arch}: {figures} -> {verdict}"
 
 
-def _measure(space, arch, backend, store, shape, batch, protocol) -> tuple[dict[str, float | None], bool]:
-
-    key = {"device": backend.device_id(), "backend": backend.name, "space": space.spec, "input_shape": shape, "batch": batch,
-               "arch": space.to_string(arch)}
+def _measure(space, arch, backend, store, shape, batch, protocol, budgets=None
+             ) -> tuple[dict[str, float | None], bool]:
+    """(figures, whether the store had no row for `arch` before): a fresh measurement with the search's protocol,
+    never the stored one (profiling times with a quicker protocol), repeated when close to a budget
+    or over it (profilers.timing.settle_near_budget); it replaces the stored row."""
+    key = {"device": backend.device_id(), "backend": backend.name, "space": space.spec, "input_shape": shape,
+           "batch": batch, "arch": space.to_string(arch)}
     new = store is None or not store.measurements(**key)
-    m = measure_arch(space, arch, backend, shape, batch, protocol or TimingProtocol(), store=store)
+    m, _ = settle_near_budget(lambda: measure_arch(space, arch, backend, shape, batch, protocol or TimingProtocol()),
+                              budgets)
+    if store is not None:
+        store.add_device(backend.device_id(), backend.device_name(), backend.fingerprint())
+        store.add(m, replace=True)
     return {"latency_ms": m.latency_ms, "energy_mj": m.energy_mj}, new
 
 
