@@ -129,7 +129,7 @@ def real_part(args, console) -> dict:
     backend = get_backend("onnxruntime-cpu", threads=1)
     store = Store(run_dir / "measurements.db")
     t0 = time.perf_counter()
-    profile_space(space, backend, store, args.profile, "uniform", 0, shape, 1, TimingProtocol(), 
+    profile_space(space, backend, store, args.profile, "uniform", 0, shape, 1, TimingProtocol(),
                   reporter=reporter(quiet=False))
     profile_seconds = time.perf_counter() - t0
     key = {"device": backend.device_id(), "backend": backend.name, "space": space.spec, "input_shape": shape, "batch": 1}
@@ -150,7 +150,8 @@ def real_part(args, console) -> dict:
     for strategy, budgets, label in plans:
         console.rule(f"{strategy} under {budgets}")
         before = len(store.measurements(**key))
-        options = BudgetSearchOptions(strategy=strategy, epochs=args.real_epochs, seed=0, budget_mode=args.budget_mode)
+        options = BudgetSearchOptions(strategy=strategy, epochs=args.real_epochs, seed=0, budget_mode=args.budget_mode,
+                                      protocol=TimingProtocol.thorough())  # verdicts timed as `hwnas run` times them
         r = search_under_budget(space, data, {t: predictors[t] for t in budgets}, budgets, options, backend=backend,
                                 store=store, input_shape=shape, out_dir=run_dir / f"{strategy}-{len(runs)}",
                                 reporter=RichReporter())

@@ -38,6 +38,18 @@ class TimingProtocol:
                 return True
         return time.perf_counter() - started > self.max_seconds
 
+    def satisfied_by(self, recorded: dict | None) -> bool:
+        """Whether a measurement taken under `recorded` (a protocol's fields, as stored in a measurement's
+        extra["protocol"]) is at least as careful as this protocol: as many warm-up and timed runs, a target
+        precision at least as tight."""
+        if not isinstance(recorded, dict):
+            return False
+        try:
+            return (recorded["warmup_runs"] >= self.warmup_runs and recorded["min_runs"] >= self.min_runs
+                    and recorded["target_rel_ci"] <= self.target_rel_ci)
+        except (KeyError, TypeError):
+            return False
+
     @classmethod
     def quick(cls) -> TimingProtocol:
         """For profiling many architectures and for tests: fewer runs, looser target."""

@@ -333,18 +333,21 @@ def _measured_line(arch: str, measured: dict[str, float | None], pred: dict[str,
 
 def _measure(space, arch, backend, store, shape, batch, protocol, budgets=None
              ) -> tuple[dict[str, float | None], bool]:
-    """(figures, whether the store had no row for `arch` before): a fresh measurement with the search's protocol,
-    never the stored one (profiling times with a quicker protocol), repeated when close to a budget
-    or over it (profilers.timing.settle_near_budget); it replaces the stored row."""
+    """(figures, whether the store had no row for `arch` before). A stored measurement is reused when it was timed
+    at least as carefully as `protocol` asks (profiling's quick protocol is not, for a verdict under the thorough
+    one); otherwise `arch` is timed afresh, again when close to a budget (profilers.timing.settle_near_budget),
+    and the new measurement replaces the stored row."""
+    protocol = protocol or TimingProtocol()
     key = {"device": backend.device_id(), "backend": backend.name, "space": space.spec, "input_shape": shape,
            "batch": batch, "arch": space.to_string(arch)}
-    new = store is None or not store.measurements(**key)
-    m, _ = settle_near_budget(lambda: measure_arch(space, arch, backend, shape, batch, protocol or TimingProtocol()),
-                              budgets)
+    stored = store.measurements(**key) if store is not None else []
+    if stored and protocol.satisfied_by(stored[0].extra.get("protocol")):
+        return {"latency_ms": stored[0].latency_ms, "energy_mj": stored[0].energy_mj}, False
+    m, _ = settle_near_budget(lambda: measure_arch(space, arch, backend, shape, batch, protocol), budgets)
     if store is not None:
         store.add_device(backend.device_id(), backend.device_name(), backend.fingerprint())
         store.add(m, replace=True)
-    return {"latency_ms": m.latency_ms, "energy_mj": m.energy_mj}, new
+    return {"latency_ms": m.latency_ms, "energy_mj": m.energy_mj}, not stored
 
 
 def refit_costs(space, costs: list[HardwareCost], extra: dict[str, list[tuple[Arch, float]]], backend=None, store=None,
