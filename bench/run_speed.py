@@ -90,6 +90,7 @@ def one_run(seed: int, busy: bool, keep: Path | None) -> dict:
     measured = (report.get("measured_exported") or {}).get("latency_ms")
     return {"seed": seed, "busy": busy, "seconds": round(seconds, 1), "stage_seconds": report["stage_seconds"],
             "budget_ms": budget, "measured_ms": measured, "budget_used": measured / budget if measured else None,
+            "measured_in_search_ms": (report.get("measured_in_search") or {}).get("latency_ms"),
             "within_budget": report["within_budget"], "test_accuracy": report["test_accuracy"],
             "predictor": report["predictor_used"], "arch": report["arch"]}
 
