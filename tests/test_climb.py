@@ -7,7 +7,7 @@ import torch
 
 from hwnas.data import load_dataset
 from hwnas.profilers import TimingProtocol, get_backend, measure_arch
-from hwnas.search.climb import CLIMB_BELOW, climb, costlier_feasible_neighbours, one_shot_accuracy
+from hwnas.search.climb import CLIMB_BELOW, LOCAL_SCALE, climb, costlier_feasible_neighbours, one_shot_accuracy
 from hwnas.search.cost import HardwareCost
 from hwnas.spaces import get_space
 
@@ -37,6 +37,21 @@ def test_costlier_neighbours_are_feasible_and_cost_more(setup):
     nbrs = costlier_feasible_neighbours(space, [c], start, exclude=set())
     assert nbrs and all(here < c.predict_arch([n])[0] <= 4.0 for n in nbrs)
     assert not costlier_feasible_neighbours(space, [c], start, exclude=set(nbrs))
+
+
+def test_the_measured_figure_calibrates_the_neighbours_within_bounds(setup):
+    """A predictor 10% pessimistic at the measured architecture rules out neighbours that fit; scaled by
+    measured / predicted there they come back, but one fast measurement cannot scale by more than LOCAL_SCALE."""
+    space, _, _ = setup
+    start = space.from_string(space.to_string(space.sample(np.random.default_rng(3))))
+    here = float(cost(space, 1.0).predict_arch([start])[0])
+    c = cost(space, 1.05 * here)  # a budget just over the start: few neighbours are predicted within it
+    plain = costlier_feasible_neighbours(space, [c], start, exclude=set())
+    calibrated = costlier_feasible_neighbours(space, [c], start, exclude=set(), measured={"latency_ms": 0.9 * here})
+    assert set(plain) < set(calibrated)  # the neighbours predicted up to 1.05 / 0.9 of the start fit now
+    lo = LOCAL_SCALE[0]
+    wild = costlier_feasible_neighbours(space, [c], start, exclude=set(), measured={"latency_ms": 0.1 * here})
+    assert all(lo * c.predict_arch([n])[0] <= c.budget for n in wild)  # scaled by 0.9 at most, not by 0.1
 
 
 def test_one_shot_accuracy_leaves_the_supernet_as_it_was(setup):

@@ -71,12 +71,17 @@ def costlier_feasible_neighbours(space, costs: Sequence[HardwareCost], arch: Arc
     return [n for n, r in zip(nbrs, ratio) if here < r <= 1.0]
 
 
+#: the local calibration's bounds: one measurement taken in a fast moment of a shared machine must not open the way
+#: to candidates far over budget
+LOCAL_SCALE = (0.9, 1.1)
+
+
 def _local_scale(costs: Sequence[HardwareCost], arch: Arch, measured: dict[str, float | None]) -> dict[str, float]:
-    """Per target, measured / predicted at `arch` (1 where either is missing or not positive)."""
+    """Per target, measured / predicted at `arch`, within LOCAL_SCALE (1 where either is missing or not positive)."""
     out = {}
     for c in costs:
         p, m = float(c.predict_arch([arch])[0]), measured.get(c.target)
-        out[c.target] = m / p if m is not None and m > 0 and p > 0 else 1.0
+        out[c.target] = float(np.clip(m / p, *LOCAL_SCALE)) if m is not None and m > 0 and p > 0 else 1.0
     return out
 
 
