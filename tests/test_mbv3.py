@@ -140,12 +140,15 @@ def test_layer_table_predicts_networks_within_25_percent(layer_table, tmp_path):
     assert all(k in table.table() for k, _ in space.layers(space.largest(), SHAPE))
     rng = np.random.default_rng(5)
     archs = list(dict.fromkeys([space.largest()] + [space.sample(rng) for _ in range(9)]))
-    measured = np.array([measure_arch(space, a, backend, SHAPE, protocol=TimingProtocol.quick()).latency_ms
-                         for a in archs])
+    # the fastest of three sessions per network: another tenant's burst only ever adds time (profilers.timing)
+    measured = np.array([min(measure_arch(space, a, backend, SHAPE, protocol=TimingProtocol.quick()).latency_ms
+                             for _ in range(3)) for a in archs])
     X = space.encode_many(archs)
-    table.fit(X[:5], measured[:5])  # the per-network correction, learnt on five networks
-    predicted = table.predict(X[5:])
-    assert np.median(np.abs(predicted / measured[5:] - 1)) <= 0.25, (predicted, measured[5:])
+    # the per-network correction is learnt on five networks and tested on the four timed between them: a shared
+    # machine's speed drifts within seconds, and alternating keeps both sets in the same moments
+    table.fit(X[0::2], measured[0::2])
+    predicted = table.predict(X[1::2])
+    assert np.median(np.abs(predicted / measured[1::2] - 1)) <= 0.25, (predicted, measured[1::2])
     table.save(tmp_path / "lut.npz")  # data, not a pickle: descriptions, latencies, slots, correction
     loaded = load_predictor(tmp_path / "lut.npz")
     np.testing.assert_allclose(loaded.predict(X), table.predict(X))
