@@ -52,8 +52,13 @@ def _measure(space, arch, backend, input_shape=None, batch=1, protocol=None, sto
     check_measurement(m)  # a NaN from the backend stops here, before a device row is written
     if store is None:
         return m, False
+    return m, store_measurement(store, backend, m, replace)
+
+
+def store_measurement(store: Store, backend: Backend, m: Measurement, replace: bool = False) -> bool:
+    """Keep `m` (measured on `backend`) in `store`, with its device's row; whether a row was written."""
     store.add_device(backend.device_id(), backend.device_name(), backend.fingerprint())
-    return m, store.add(m, replace=replace)
+    return store.add(m, replace=replace)
 
 
 @dataclass

@@ -11,9 +11,9 @@ import numpy as np
 from hwnas.choices import PROTOCOL_NAMES
 
 #: a measurement above this share of a budget is timed again before its verdict counts
-NEAR_BUDGET = 0.95
+RETIME_ABOVE = 0.95
 #: sessions such a verdict is decided on (the fastest one)
-NEAR_BUDGET_SESSIONS = 3
+RETIME_SESSIONS = 3
 
 
 @dataclass(frozen=True)
@@ -110,8 +110,8 @@ def summarise(times_ms: np.ndarray) -> dict[str, float]:
 M = TypeVar("M")
 
 
-def settle_near_budget(measure: Callable[[], M], budgets: dict[str, float] | None, near: float = NEAR_BUDGET,
-                       sessions: int = NEAR_BUDGET_SESSIONS) -> tuple[M, int]:
+def settle_near_budget(measure: Callable[[], M], budgets: dict[str, float] | None, near: float = RETIME_ABOVE,
+                       sessions: int = RETIME_SESSIONS) -> tuple[M, int]:
     """(measurement, sessions timed): `measure()` once; when a budgeted figure of it is above `near` of its
     budget (close to it, or over), `sessions` in all and the fastest one by the tightest budget's share.
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import asdict
 
-from hwnas.profilers.timing import NEAR_BUDGET, TimingProtocol, settle_near_budget
+from hwnas.profilers.timing import RETIME_ABOVE, TimingProtocol, settle_near_budget
 
 
 def sessions(*figures):
@@ -31,7 +31,7 @@ def test_a_close_or_over_verdict_takes_the_fastest_of_three_sessions():
     m, n = settle_near_budget(measure, {"latency_ms": 1.0})
     assert (m["latency_ms"], n, len(calls)) == (0.97, 3, 3)
     # just above the "near" share counts as close
-    measure, _ = sessions(NEAR_BUDGET + 0.01, 0.99, 0.99)
+    measure, _ = sessions(RETIME_ABOVE + 0.01, 0.99, 0.99)
     assert settle_near_budget(measure, {"latency_ms": 1.0})[1] == 3
 
 

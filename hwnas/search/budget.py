@@ -18,6 +18,7 @@ from hwnas.measurement import TARGETS
 from hwnas.predictors.api import refit_predictor
 from hwnas.predictors.encodings import encode_archs
 from hwnas.profilers import TimingProtocol, measure_arch
+from hwnas.profilers.profile import store_measurement
 from hwnas.profilers.timing import settle_near_budget
 from hwnas.reporting import Reporter, reporter_or_null
 from hwnas.search.climb import CLIMB_CEILING, budget_share, climb
@@ -345,8 +346,7 @@ def _measure(space, arch, backend, store, shape, batch, protocol, budgets=None
         return {"latency_ms": stored[0].latency_ms, "energy_mj": stored[0].energy_mj}, False
     m, _ = settle_near_budget(lambda: measure_arch(space, arch, backend, shape, batch, protocol), budgets)
     if store is not None:
-        store.add_device(backend.device_id(), backend.device_name(), backend.fingerprint())
-        store.add(m, replace=True)
+        store_measurement(store, backend, m, replace=True)
     return {"latency_ms": m.latency_ms, "energy_mj": m.energy_mj}, not stored
 
 
