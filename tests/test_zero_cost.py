@@ -155,7 +155,9 @@ def test_zero_cost_search_end_to_end_measures_within_budget(profiled_run):
     assert r.exit_code == 0, r.output
     out = json.loads(r.output[r.output.index("{"):])
     assert out["strategy"] == "zero-cost" and out["arch"].startswith("|")
-    assert out["predicted"]["latency_ms"] <= budget  # ranked only among architectures predicted within budget
+    # ranked only among architectures predicted within budget (the first try: a repair refits the predictor on what
+    # it measured, after which the reported prediction may exceed the budget)
+    assert out["attempts"][0]["predicted"]["latency_ms"] <= budget
     if out["within_budget"]:  # only ever claimed when measured so
         assert out["measured"]["latency_ms"] <= budget
     assert out["measurements_used"] >= 1 or out["attempts"]
