@@ -115,6 +115,9 @@ class ExportOptions:
     protocol: TimingProtocol | None = None
     seed: int = 0
     calibrate_bn: bool | None = None
+    #: a hwnas.profilers.speed.SpeedReference prepared on `backend` (the search's): the file is timed alternately
+    #: with it, and judged at its nominal speed, as the search's verdicts were
+    reference: Any = None
 
     @classmethod
     def of(cls, options: ExportOptions | dict[str, Any] | None) -> ExportOptions:
@@ -259,7 +262,8 @@ def _write_bundle(partial: Path, space, arch, shape, net, opts: ExportOptions, m
         "versions": {**library_versions(*CORE_LIBRARIES), "tensorrt": tensorrt_version()},
         "files": {name: file_record(partial / name) for name in bundle_files(partial)},
     }
-    settings = CheckSettings(backend, opts.batch, float(opts.rtol), float(opts.atol), budgets, opts.protocol)
+    settings = CheckSettings(backend, opts.batch, float(opts.rtol), float(opts.atol), budgets, opts.protocol,
+                             reference=opts.reference)
     checked, measurement = check_bundle(partial, manifest, settings, net=net)
     manifest.update({key: checked[key] for key in REPORT_KEYS})
     write_manifest(partial, manifest)

@@ -64,6 +64,8 @@ class CheckSettings:
     protocol: TimingProtocol | None = None
     measure: bool = True
     require_weights: bool = True
+    #: time the file alternately with this hwnas.profilers.speed.SpeedReference (where the backend can)
+    reference: Any = None
 
 
 def onnx_backends() -> list[str]:
@@ -298,12 +300,17 @@ def _measure_report(folder: Path, manifest, net, shape, settings: CheckSettings,
             measurement = b.measure_engine(folder / ENGINE_FILE, shape, batch, protocol, model=net)
         except HwnasError:
             measurement = None  # engine from another GPU or TensorRT version: build from the ONNX file instead
+    reference = settings.reference if getattr(b, "times_against_reference", False) else None
+    if measurement is None and reference is not None:  # alternately with the search's reference: drift cancels
+        measurement = b.measure_onnx(folder / ONNX_FILE, shape, batch, protocol, model=net, reference=reference)
     if measurement is None:  # a verdict close to a budget (or over it) is decided on the fastest of three sessions
         measurement, _ = settle_near_budget(lambda: b.measure_onnx(folder / ONNX_FILE, shape, batch, protocol, model=net),
                                             settings.budgets)
     measured_int8 = None
     if has_int8 and isinstance(b, OnnxRuntimeCPU):  # int8 QDQ files are timed where ONNX Runtime runs them
-        measured_int8 = measured_dict(b, b.measure_onnx(folder / INT8_FILE, shape, batch, protocol, model=net))
+        int8 = (b.measure_onnx(folder / INT8_FILE, shape, batch, protocol, model=net) if reference is None else
+                b.measure_onnx(folder / INT8_FILE, shape, batch, protocol, model=net, reference=reference))
+        measured_int8 = measured_dict(b, int8)
     return measurement, measured_dict(b, measurement), measured_int8
 
 
@@ -334,12 +341,19 @@ def _budget_report(measured: dict[str, Any], settings: CheckSettings, failures: 
 
 
 def measured_dict(backend: Backend, m) -> dict[str, Any]:
-    return {
+    """The report's figures of a Measurement. Timed against a speed reference, `latency_ms` is the latency at the
+    reference's nominal speed (what the budget is judged on), `latency_raw_ms` the median as timed, and
+    `speed_reference` what the reference measured (its ratio, and the machine's slowdown against its nominal)."""
+    out = {
         "backend": m.backend, "device": m.device, "device_name": backend.device_name(), "batch": m.batch,
         "latency_ms": m.latency_ms, "latency_p10_ms": m.latency_p10_ms, "latency_p90_ms": m.latency_p90_ms,
         "latency_std_ms": m.latency_std_ms, "runs": m.runs, "energy_mj": m.energy_mj,
         "energy_method": m.energy_method, "versions": m.versions,
     }
+    speed = (m.extra or {}).get("speed_reference")
+    if speed:
+        out.update(latency_ms=speed["latency_ms"], latency_raw_ms=m.latency_ms, speed_reference=speed)
+    return out
 
 
 def compare_outputs(actual: np.ndarray, expected: np.ndarray, rtol: float, atol: float) -> dict[str, Any]:

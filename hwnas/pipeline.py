@@ -22,6 +22,7 @@ from hwnas.export.validate import onnx_backends
 from hwnas.measurement import budgets_from
 from hwnas.predictors import save_predictor
 from hwnas.profilers import TimingProtocol, get_backend, profile_space
+from hwnas.profilers.speed import reference_near
 from hwnas.reporting import Reporter, reporter_or_null
 from hwnas.search.api import DEFAULT_COST_PREDICTOR, DEFAULT_SPACE, check_cost_predictor, resolve_cost_predictor
 from hwnas.search.budget import BudgetSearchOptions, search_under_budget
@@ -108,6 +109,17 @@ def run_pipeline(options: PipelineOptions | None = None, reporter: Reporter | No
 
     stages.start("fit", f"2/4 fit a {o.predictor} latency predictor")
     budgets = {"latency_ms": o.budget_ms if o.budget_ms is not None else _percentile_budget(o, store, s, device, shape)}
+    # Verdicts (the search's, the exported file's) are timed alternately with one reference network near the budget
+    # (hwnas.profilers.speed), so that they agree however the machine's speed drifts. A percentile budget is that
+    # network's own latency at its nominal speed: profiling's figures, taken at whatever speed the machine had
+    # then, would put the budget on another scale than the verdicts.
+    search = BudgetSearchOptions(strategy=o.strategy, epochs=o.search_epochs, seed=o.seed, budget_mode=o.budget_mode,
+                                 protocol=TimingProtocol.thorough())
+    reference = reference_near(s, device, store, shape, search.batch, budgets["latency_ms"], search.protocol)
+    if reference is not None and o.budget_ms is None:
+        budgets["latency_ms"] = reference.nominal_ms
+        report.message(f"budget: {reference.nominal_ms:.4g} ms, the {o.budget_percentile:g}th-percentile profiled "
+                       f"architecture {reference.arch} at its nominal speed")
     if o.budget_mj is not None:
         budgets["energy_mj"] = float(o.budget_mj)
     budgets = budgets_from(budgets["latency_ms"], budgets.get("energy_mj"))
@@ -119,12 +131,9 @@ def run_pipeline(options: PipelineOptions | None = None, reporter: Reporter | No
     stages.done()
 
     stages.start("search", f"3/4 search ({o.strategy}) under {', '.join(f'{k} <= {v:.4g}' for k, v in budgets.items())}")
-    # Verdicts against the budget (the search's measurements, the exported file's) use the thorough protocol:
-    # profiling's quick one is several per cent noisy at 0.1 ms, as much as the budget left unused.
-    search = BudgetSearchOptions(strategy=o.strategy, epochs=o.search_epochs, seed=o.seed, budget_mode=o.budget_mode,
-                                 protocol=TimingProtocol.thorough())
+    # Verdicts use the thorough protocol: profiling's quick one is several per cent noisy at 0.1 ms.
     result = search_under_budget(s, data, predictors, budgets, search, backend=device, store=store, input_shape=shape,
-                                 out_dir=run_dir, reporter=report)
+                                 out_dir=run_dir, reporter=report, reference=reference)
     stages.done()
     if not result.within_budget:
         raise HwnasError(f"no architecture measured within {budgets} after {result.measurements_used} measurement(s); "
@@ -134,7 +143,7 @@ def run_pipeline(options: PipelineOptions | None = None, reporter: Reporter | No
                                    f"on {device.name}")
     model, accuracy = train_arch(s, result.arch, data, epochs=o.retrain_epochs, seed=o.seed, reporter=report)
     options = ExportOptions(input_shape=shape, predicted=result.predicted, accuracy=accuracy, budgets=budgets,
-                            backend=device.name, threads=o.threads, protocol=TimingProtocol.thorough())
+                            backend=device, threads=o.threads, protocol=TimingProtocol.thorough(), reference=reference)
     manifest = export_bundle(s, result.arch, run_dir / "export", options, model=model, inputs=data.x_test,
                              labels=data.y_test, store=store, reporter=report)
     stages.done()
@@ -148,6 +157,7 @@ def run_pipeline(options: PipelineOptions | None = None, reporter: Reporter | No
         "budgets": budgets, "arch": result.arch_string, "predicted": result.predicted,
         "measured_in_search": result.measured, "measured_exported": measured,
         "within_budget": all(measured.get(k) is not None and measured[k] <= v for k, v in budgets.items()),
+        "speed_reference": result.speed_reference,
         "test_accuracy": accuracy, "onnx": manifest.get("files", {}).get("model.onnx", {}).get("path")
         or str((run_dir / "export" / "model.onnx").resolve()),
         "bundle": str((run_dir / "export").resolve()), "search_plot": result.plot, "store": store.url,

@@ -12,6 +12,7 @@ from hwnas.errors import HwnasError
 from hwnas.measurement import Measurement, random_inputs
 from hwnas.profilers.energy import AnalyticalMeter, best_meter
 from hwnas.profilers.fingerprint import device_id, host_fingerprint
+from hwnas.profilers.speed import SpeedReference, time_paired
 from hwnas.profilers.timing import TimingProtocol, summarise, time_runs
 from hwnas.registries import BACKENDS
 from hwnas.spaces.analysis import profile_model
@@ -39,6 +40,9 @@ class Backend(ABC):
     #: True when `measure_onnx` times an exported ONNX file as deployed; False for backends that run PyTorch
     #: modules only (validating a bundle on those would time the wrong thing, so it is refused instead).
     runs_onnx: bool = False
+    #: True when `measure` (and `measure_onnx`) can time alternately with a SpeedReference prepared on this backend
+    #: (a local runner that `prepare` returns); remote and event-timed backends time alone
+    times_against_reference: bool = False
 
     def __init__(self, threads: int = 1, **options: Any):
         if int(threads) < 1:
@@ -74,24 +78,34 @@ class Backend(ABC):
         (None for synchronous backends)."""
 
     def measure(
-        self, model: nn.Module, input_shape: Sequence[int], batch: int = 1, protocol: TimingProtocol | None = None
+        self, model: nn.Module, input_shape: Sequence[int], batch: int = 1, protocol: TimingProtocol | None = None,
+        reference: SpeedReference | None = None,
     ) -> Measurement:
+        """Time `model`; with a `reference` (hwnas.profilers.speed, backends with `times_against_reference`),
+        alternately with it, and `extra["speed_reference"]` holds the latency at the reference's nominal speed."""
         self.require()
         run, sync = self.prepare(model.eval(), tuple(input_shape), int(batch))
-        return self._time(run, sync, model, input_shape, batch, protocol)
+        return self._time(run, sync, model, input_shape, batch, protocol, reference=reference)
 
-    def _time(self, run, sync, model, input_shape, batch, protocol, extra=None) -> Measurement:
+    def _time(self, run, sync, model, input_shape, batch, protocol, extra=None, reference=None) -> Measurement:
         """Time `run` under `protocol`; the energy meter (the first readable of `energy_meters`) reads over the
-        same runs, with the idle power measured just before subtracted (`extra["energy"]` says so)."""
+        same runs, with the idle power measured just before subtracted (`extra["energy"]` says so). With a
+        `reference`, the runs alternate with the reference's (a meter then reads a separate session of `run`
+        alone, which the reference's runs would otherwise add to)."""
         protocol = protocol or TimingProtocol()
         extra = {"threads": self.threads, **(extra or {})}
         meter = best_meter(self.energy_meters)
+        paired = None
+        if reference is not None:
+            paired = time_paired(run, reference, protocol, sync)
+            extra["speed_reference"] = reference.verdict(*paired)
         if meter is None:
-            return self._record(time_runs(run, protocol, sync), model, input_shape, batch, protocol, None, extra)
+            times = paired[0] if paired is not None else time_runs(run, protocol, sync)
+            return self._record(times, model, input_shape, batch, protocol, None, extra)
         times, reading = meter.measure(lambda: time_runs(run, protocol, sync))
         extra["energy"] = reading.per_run(len(times))
-        return self._record(times, model, input_shape, batch, protocol, (reading.energy_mj / len(times), meter.method),
-                            extra)
+        return self._record(paired[0] if paired is not None else times, model, input_shape, batch, protocol,
+                            (reading.energy_mj / len(times), meter.method), extra)
 
     def _record(self, times, model, input_shape, batch, protocol, energy=None, extra=None) -> Measurement:
         """A Measurement from timed runs. `energy` is (mJ per inference, method) from a meter; without one the
@@ -107,7 +121,8 @@ class Backend(ABC):
         )
 
     def measure_onnx(self, onnx_path, input_shape: Sequence[int], batch: int = 1,
-                     protocol: TimingProtocol | None = None, model: nn.Module | None = None) -> Measurement:
+                     protocol: TimingProtocol | None = None, model: nn.Module | None = None,
+                     reference: SpeedReference | None = None) -> Measurement:
         """Time an exported ONNX file as deployed. `model` (the PyTorch original) only feeds the analytical energy
         estimate when no meter is readable. Backends with `runs_onnx = False` refuse with the ones that can."""
         able = [n for n in BACKENDS.names() if BACKENDS.get(n).runs_onnx]

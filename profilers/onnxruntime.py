@@ -18,6 +18,7 @@ class OnnxRuntimeCPU(Backend):
     provider = "CPUExecutionProvider"
     libraries = ("onnxruntime", "onnx", "torch")
     runs_onnx = True
+    times_against_reference = True
 
     def why_unavailable(self) -> str | None:
         try:
@@ -57,13 +58,14 @@ class OnnxRuntimeCPU(Backend):
 
     def measure_onnx(
         self, onnx_path: str | Path, input_shape: Sequence[int], batch: int = 1, protocol: TimingProtocol | None = None,
-        model: nn.Module | None = None,
+        model: nn.Module | None = None, reference=None,
     ) -> Measurement:
         """Time an exported file as deployed. `model` (the PyTorch original) only feeds the analytical energy
-        estimate when no energy counter is readable."""
+        estimate when no energy counter is readable; `reference`: as in Backend.measure."""
         self.require()
         run, sync = self._runner(onnx_path, tuple(input_shape), int(batch))
-        return self._time(run, sync, model, input_shape, batch, protocol, extra={"onnx": str(onnx_path)})
+        return self._time(run, sync, model, input_shape, batch, protocol, extra={"onnx": str(onnx_path)},
+                          reference=reference)
 
 
 @register_backend("onnxruntime-cuda")

@@ -14,6 +14,7 @@ from hwnas.errors import HwnasError, quote
 from hwnas.measurement import Measurement, check_measurement
 from hwnas.profilers.base import Backend
 from hwnas.profilers.samplers import SAMPLERS
+from hwnas.profilers.speed import SpeedReference
 from hwnas.profilers.timing import TimingProtocol
 from hwnas.reporting import Reporter, reporter_or_null
 from hwnas.spaces import Arch, SearchSpace
@@ -29,14 +30,16 @@ def measure_arch(
     protocol: TimingProtocol | None = None,
     store: Store | None = None,
     replace: bool = False,
+    reference: SpeedReference | None = None,
 ) -> Measurement:
     """Build `arch`, measure it on `backend` and store it. An already stored measurement is returned as is
-    unless `replace` (then the new one overwrites it). Its values are checked before anything is stored."""
-    return _measure(space, arch, backend, input_shape, batch, protocol, store, replace)[0]
+    unless `replace` (then the new one overwrites it). Its values are checked before anything is stored.
+    `reference`: time alternately with it (hwnas.profilers.speed; backends with `times_against_reference`)."""
+    return _measure(space, arch, backend, input_shape, batch, protocol, store, replace, reference)[0]
 
 
-def _measure(space, arch, backend, input_shape=None, batch=1, protocol=None, store=None, replace=False
-             ) -> tuple[Measurement, bool]:
+def _measure(space, arch, backend, input_shape=None, batch=1, protocol=None, store=None, replace=False,
+             reference=None) -> tuple[Measurement, bool]:
     """(the measurement, whether this call stored it): a row another process stored first does not count."""
     shape = space.check_input_shape(input_shape or space.default_input_shape)
     arch_string = space.to_string(arch)
@@ -47,7 +50,9 @@ def _measure(space, arch, backend, input_shape=None, batch=1, protocol=None, sto
             return stored[0], False
     space.check_fits(shape, batch, arch)  # the batch of inputs too, before anything is built or allocated
     torch.manual_seed(0)  # the same weights for the same arch (timing should not depend on them, but be sure)
-    m = backend.measure(space.build(arch, shape), shape, batch, protocol)
+    model = space.build(arch, shape)
+    m = (backend.measure(model, shape, batch, protocol) if reference is None
+         else backend.measure(model, shape, batch, protocol, reference=reference))
     m.arch, m.space = arch_string, space.spec
     check_measurement(m)  # a NaN from the backend stops here, before a device row is written
     if store is None:

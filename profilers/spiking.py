@@ -163,6 +163,7 @@ class SpikingCPU(TorchCPU):
 
     libraries = ("torch", "snntorch")
     energy_meters = ()
+    times_against_reference = False  # its measure counts spikes; latency is judged alone
 
     def why_unavailable(self) -> str | None:
         return snntorch_unavailable()

@@ -26,6 +26,7 @@ def gpu_hardware() -> dict[str, Any]:
 @register_backend("torch-cpu")
 class TorchCPU(Backend):
     libraries = ("torch",)
+    times_against_reference = True
 
     def why_unavailable(self) -> str | None:
         return None

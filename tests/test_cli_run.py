@@ -37,6 +37,12 @@ def test_run_reports_every_stage_and_keeps_its_files(first_run):
     # every measurement, including the search's and the export's, is in the run's SQLite store
     stored = {m.arch for m in Store(run_dir / "measurements.db").measurements()}
     assert r["arch"] in stored and len(stored) >= 12
+    # the percentile budget is a profiled architecture's latency at its nominal speed, and the search's verdicts and
+    # the exported file's were timed against that architecture
+    speed = r["measured_exported"]["speed_reference"]
+    assert r["speed_reference"]["arch"] == speed["arch"] in stored
+    assert r["budgets"]["latency_ms"] == r["speed_reference"]["nominal_ms"] == speed["nominal_ms"]
+    assert measured == pytest.approx(speed["ratio"] * speed["nominal_ms"])
 
 
 def test_the_exported_bundle_validates_without_remeasuring(first_run):

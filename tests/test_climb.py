@@ -34,9 +34,18 @@ def test_costlier_neighbours_are_feasible_and_cost_more(setup):
     c = cost(space, 4.0)
     start = space.from_string(space.to_string(space.sample(np.random.default_rng(3))))
     here = c.predict_arch([start])[0]
-    nbrs = costlier_feasible_neighbours(space, [c], start, exclude=set())
+    nbrs = costlier_feasible_neighbours(space, [c], start, exclude=set(), limit=10_000)
     assert nbrs and all(here < c.predict_arch([n])[0] <= 4.0 for n in nbrs)
-    assert not costlier_feasible_neighbours(space, [c], start, exclude=set(nbrs))
+    changed = [sum(x != y for x, y in zip(n.choices, start.choices)) for n in nbrs]
+    assert set(changed) == {1, 2}  # two decisions reach what lies between one decision's steps
+    one_step = [n for n in space.neighbours(start) if here < c.predict_arch([n])[0] <= 4.0]
+    assert set(one_step) <= set(nbrs)
+    assert not costlier_feasible_neighbours(space, [c], start, exclude=set(nbrs), limit=10_000)
+    # a limit keeps those predicted nearest the budget
+    few = costlier_feasible_neighbours(space, [c], start, exclude=set(), limit=5)
+    shares = sorted((float(c.predict_arch([n])[0]) for n in nbrs), reverse=True)
+    assert len(few) == 5 and sorted(float(c.predict_arch([n])[0]) for n in few) == sorted(shares[:5])
+    assert len(costlier_feasible_neighbours(space, [c], start, exclude=set(), reach=1, limit=10_000)) == len(one_step)
 
 
 def test_the_measured_figure_calibrates_the_neighbours_within_bounds(setup):
@@ -52,6 +61,21 @@ def test_the_measured_figure_calibrates_the_neighbours_within_bounds(setup):
     lo = LOCAL_SCALE[0]
     wild = costlier_feasible_neighbours(space, [c], start, exclude=set(), measured={"latency_ms": 0.1 * here})
     assert all(lo * c.predict_arch([n])[0] <= c.budget for n in wild)  # scaled by 0.9 at most, not by 0.1
+
+
+def test_what_the_climb_measured_recalibrates_its_next_candidates(setup):
+    """Candidates measured 8% over their predictions (a predictor optimistic here) make the next round's
+    predictions 8% higher: those that would measure over the ceiling are no longer proposed."""
+    space, _, _ = setup
+    start = space.from_string(space.to_string(space.sample(np.random.default_rng(3))))
+    here = float(cost(space, 1.0).predict_arch([start])[0])
+    c = cost(space, 1.25 * here)
+    first = costlier_feasible_neighbours(space, [c], start, exclude=set(), measured={"latency_ms": here}, limit=10_000)
+    observed = {a: {"latency_ms": 1.08 * float(c.predict_arch([a])[0])} for a in first[:6]}
+    again = costlier_feasible_neighbours(space, [c], start, exclude=set(), measured={"latency_ms": here},
+                                         observed=observed, limit=10_000)
+    assert again and set(again) < set(first)  # the median ratio over start (1.0) and six at 1.08 is 1.08
+    assert all(1.08 * float(c.predict_arch([a])[0]) <= 0.975 * c.budget for a in again)
 
 
 def test_one_shot_accuracy_leaves_the_supernet_as_it_was(setup):

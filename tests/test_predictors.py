@@ -104,6 +104,25 @@ def test_linear_cost_on_100_rows_is_accurate_on_a_gpu(table):
     assert m["within_10"] > 0.97 and m["spearman"] > 0.97
 
 
+def test_cost_gbt_applies_its_trees_in_proportion_to_the_rows(table, tmp_path):
+    """Few rows: the trees fit the device's noise too, so only rows / FULL_CORRECTION_ROWS of their correction is
+    applied; the share travels with the file, and a file saved before it applies all of the correction."""
+    from hwnas.predictors.boosted import FULL_CORRECTION_ROWS
+
+    few, many = fitted("cost-gbt", table, "pixel3", n=50), fitted("cost-gbt", table, "pixel3", n=FULL_CORRECTION_ROWS)
+    assert few.shrink == pytest.approx(50 / FULL_CORRECTION_ROWS) and many.shrink == 1.0
+    X = encoded(table, few.encoding, slice(1000, 1200))
+    full = few._base(X) * np.exp(few.trees.predict(X))
+    assert not np.allclose(few.predict(X), full)  # the correction is really shrunk
+    path = few.save(tmp_path / "p.npz")
+    np.testing.assert_allclose(load_predictor(path).predict(X), few.predict(X))
+    with np.load(path, allow_pickle=False) as z:
+        arrays = {k: z[k] for k in z.files if k != "shrink"}
+    with open(path, "wb") as f:
+        np.savez(f, **arrays)
+    np.testing.assert_allclose(load_predictor(path).predict(X), full)
+
+
 def test_saved_file_from_a_newer_format_is_a_clear_error(table, tmp_path):
     path = fitted("ridge", table).save(tmp_path / "p.npz")
     with np.load(path, allow_pickle=False) as z:

@@ -134,3 +134,34 @@ def test_space_settings_and_unknown_space():
         get_space("nb201:width=3")
     with pytest.raises(HwnasError, match=r"C=0 is not accepted; accepted: an integer 1\.\.4096"):
         get_space("nb201:C=0")
+
+
+def test_none_edges_are_left_out_of_the_built_cell_not_multiplied_by_zero(tmp_path):
+    """A deployed cell does not compute `none` (it adds exactly zero): same outputs as summing every edge's
+    operation, and no Mul in the exported graph but one per cell whose node has only `none` edges in."""
+    import onnx
+
+    from hwnas.conversion import export_onnx
+    from hwnas.spaces.nb201 import EDGES, Cell
+
+    tiny = get_space("nb201:C=4,N=1")
+    for text, muls in (("|nor_conv_3x3~0|+|none~0|avg_pool_3x3~1|+|none~0|skip_connect~1|none~2|", 0),
+                       ("|none~0|+|skip_connect~0|nor_conv_1x1~1|+|skip_connect~0|none~1|avg_pool_3x3~2|", 1)):
+        torch.manual_seed(0)
+        model = tiny.build(tiny.from_string(text), (3, 8, 8)).eval()
+        x = torch.randn(2, 3, 8, 8)
+        cell = model.cells[0]
+
+        def every_edge(h, cell=cell):  # the cell as the benchmark defines it: node j sums all its incoming edges
+            nodes = [h]
+            for j in (1, 2, 3):
+                nodes.append(sum(cell.edges[k](nodes[i]) for k, (i, to) in enumerate(EDGES) if to == j))
+            return nodes[3]
+
+        with torch.no_grad():
+            h = model.stem(x)
+            torch.testing.assert_close(cell(h), every_edge(h), rtol=0, atol=0)
+        path = export_onnx(model, (3, 8, 8), tmp_path / f"m{muls}.onnx").path
+        ops = [n.op_type for n in onnx.load(str(path)).graph.node]
+        cells = sum(isinstance(layer, Cell) for layer in model.cells)  # one per stage here
+        assert ops.count("Mul") == muls * cells, ops

@@ -219,6 +219,12 @@ def _summary_table(title: str, r: dict[str, Any]):
     if m:
         rows.append([f"measured ({m['backend']}, {m['device_name']})",
                      f"{fmt(m['latency_ms'])} ms, {fmt(m['energy_mj'])} mJ ({m['energy_method']})"])
+        speed = m.get("speed_reference")
+        if speed:
+            rows.append(["speed reference", (
+                f"timed alternately with {speed['arch']}: {speed['ratio']:.3f}x its time, which is "
+                f"{fmt(speed['reference_ms'])} ms now against {fmt(speed['nominal_ms'])} ms nominal "
+                f"({speed['slowdown']:.2f}x); {fmt(m['latency_raw_ms'])} ms as timed")])
         rows += _int8_latency_rows(m, r.get("measured_int8") or {})
     for key, b in (r.get("budget_check") or {}).items():
         pe = (r.get("prediction_error") or {}).get(key)

@@ -77,6 +77,12 @@ def run(space, dataset, backend, threads, samples, budget_ms, budget_percentile,
         rows += [[f"budget ({target})", f"{budget:.4g} {unit}"],
                  [f"predicted / measured ({target})",
                   f"{r['predicted'].get(target, float('nan')):.4g} / {measured if measured is None else f'{measured:.4g}'} {unit}"]]
+    speed = r["measured_exported"].get("speed_reference")
+    if speed:  # the latency above is at the reference's nominal speed; say so, with the raw figure
+        rows.append(["latency judged against", (
+            f"{speed['arch']} timed alternately: {speed['ratio']:.3f}x its nominal {speed['nominal_ms']:.4g} ms; "
+            f"{r['measured_exported']['latency_raw_ms']:.4g} ms as timed, the machine at {speed['slowdown']:.2f}x "
+            "the reference's nominal time")])
     rows += [
         ["chosen architecture", r["arch"]],
         ["within budget (measured)", "yes" if r["within_budget"] else "NO"],

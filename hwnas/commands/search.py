@@ -153,6 +153,9 @@ def _print_search(r: dict[str, Any], run_dir) -> None:
     rows += [["chosen architecture", r["arch"]], ["within budget (measured)", r["within_budget"]],
              ["device measurements made", r["measurements_used"]], ["test accuracy (retrained)", r["test_accuracy"]],
              ["search seconds", r["search_seconds"]], ["plot", r["plot"]], ["result", str(Path(run_dir) / "search.json")]]
+    if r.get("speed_reference"):
+        ref = r["speed_reference"]
+        rows.append(["latency verdicts timed against", f"{ref['arch']} (nominal {ref['nominal_ms']:.4g} ms)"])
     if r["note"]:
         rows.append(["note", r["note"]])
     results.print(table(f"Search ({r['strategy']}) under budget", ["", "value"], rows))

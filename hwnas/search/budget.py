@@ -19,6 +19,7 @@ from hwnas.predictors.api import refit_predictor
 from hwnas.predictors.encodings import encode_archs
 from hwnas.profilers import TimingProtocol, measure_arch
 from hwnas.profilers.profile import store_measurement
+from hwnas.profilers.speed import SpeedReference, reference_near, verdict_figures
 from hwnas.profilers.timing import settle_near_budget
 from hwnas.reporting import Reporter, reporter_or_null
 from hwnas.search.climb import CLIMB_CEILING, budget_share, climb
@@ -46,6 +47,8 @@ class SearchResult:
     plot: str | None = None
     test_accuracy: float | None = None
     note: str = ""
+    #: the network the verdicts were timed against (hwnas.profilers.speed): arch, space, nominal_ms; None: alone
+    speed_reference: dict[str, Any] | None = None
 
     def budget_used(self) -> dict[str, float]:
         if not self.measured:
@@ -83,6 +86,9 @@ class BudgetSearchOptions:
     max_repairs: int = 5
     protocol: Any = None
     climb: int = 3  # rounds of climbing to costlier, predicted more accurate neighbours (hwnas.search.climb); 0: off
+    #: time each verdict alternately with a stored network near the latency budget, so that the machine's speed
+    #: drift cancels (hwnas.profilers.speed); only where the backend can (`times_against_reference`)
+    speed_reference: bool = True
     strategy_options: dict[str, Any] = field(default_factory=dict)
 
     def check(self) -> None:
@@ -142,7 +148,8 @@ def epoch_line(strategy: str, row: dict[str, Any], epochs: int, costs: list[Hard
 
 def search_under_budget(space, dataset, predictors: dict[str, Any], budgets: dict[str, float],
                         options: BudgetSearchOptions | None = None, *, backend=None, store=None, input_shape=None,
-                        out_dir: str | Path | None = None, reporter: Reporter | None = None) -> SearchResult:
+                        out_dir: str | Path | None = None, reporter: Reporter | None = None,
+                        reference: SpeedReference | None = None) -> SearchResult:
     """Search `space` on `dataset` for the most accurate architecture within `budgets` ({"latency_ms": 1.2,
     "energy_mj": 0.5}), with one differentiable predictor per budgeted target; `options` (BudgetSearchOptions)
     says how.
@@ -153,6 +160,9 @@ def search_under_budget(space, dataset, predictors: dict[str, Any], budgets: dic
     `options.max_repairs` times. Without a backend `measured` is None and `within_budget` is False.
     `budget_mode` "target" lands the search at the budget, "cap" only keeps it under (see hwnas.search.cost).
     Each epoch's figures (`epoch_line`) and each measurement go to `reporter` (default: silent).
+    With `options.speed_reference` the latency verdicts are timed alternately with `reference` (default: the
+    stored architecture measured nearest the latency budget, hwnas.profilers.speed.reference_near), and their
+    figures are latencies at its nominal speed.
     """
     o = options or BudgetSearchOptions()
     o.check()
@@ -167,6 +177,14 @@ def search_under_budget(space, dataset, predictors: dict[str, Any], budgets: dic
     costs = [HardwareCost(space, t, b, predictor=predictors[t], form=o.cost_form, multiplier_lr=o.multiplier_lr,
                           mode=o.budget_mode)
              for t, b in budgets.items()]
+    if not o.speed_reference:
+        reference = None
+    elif reference is None and backend is not None and "latency_ms" in budgets:
+        reference = reference_near(space, backend, store, shape, o.batch, budgets["latency_ms"], o.protocol)
+    if reference is not None:
+        report.message(f"verdicts timed alternately with {reference.arch} (nominal {reference.nominal_ms:.4g} ms): "
+                       "the machine's speed drift cancels")
+        calibrate_to_reference(space, costs, reference, report)
     check_budget_reachable(space, costs)  # before any training
     supernet = space.supernet(shape)
     strat = get_strategy(o.strategy)(space, supernet, costs, weight_lr=o.weight_lr, arch_lr=o.arch_lr, seed=o.seed,
@@ -179,9 +197,10 @@ def search_under_budget(space, dataset, predictors: dict[str, Any], budgets: dic
     recent = list(strat.recent_archs)
     result = discretise_and_verify(space, strat.alpha, costs, backend=backend, store=store, input_shape=shape,
                                    batch=o.batch, max_repairs=o.max_repairs, protocol=o.protocol, recent=recent,
-                                   reporter=report)
+                                   reporter=report, reference=reference)
     if o.climb and result.within_budget and backend is not None:
-        _climb(result, space, costs, supernet, dataset, o, backend, store, shape, report)
+        _climb(result, space, costs, supernet, dataset, o, backend, store, shape, report, reference)
+    result.speed_reference = reference.describe() if reference is not None else None
     result.strategy, result.history = o.strategy, history
     result.search_seconds = round(time.perf_counter() - started, 2)
     if out_dir is not None and history:
@@ -190,13 +209,37 @@ def search_under_budget(space, dataset, predictors: dict[str, Any], budgets: dic
     return result
 
 
+#: bounds of the factor that puts latency predictions on a speed reference's nominal scale
+REFERENCE_SCALE = (0.5, 2.0)
+
+
+def calibrate_to_reference(space, costs: list[HardwareCost], reference: SpeedReference,
+                           reporter: Reporter | None = None) -> None:
+    """Scale latency predictions so that the reference architecture is predicted at its nominal latency.
+
+    The predictor learnt from profiling's figures, timed at whatever speed the machine had then (here up to 1.5x
+    apart between minutes); the verdicts are at the reference's nominal speed. Without this a search aims at a
+    budget on one scale and is judged on the other, and lands short of it or over. The reference was measured near
+    the budget, where the calibration matters."""
+    arch = space.from_string(reference.arch)
+    for c in costs:
+        if c.target != "latency_ms":
+            continue
+        predicted = float(c.predict_arch([arch])[0])
+        if predicted > 0:
+            factor = float(np.clip(reference.nominal_ms / predicted, *REFERENCE_SCALE))
+            c.scale *= factor
+            reporter_or_null(reporter).message(f"latency predictions scaled by {factor:.3f}: the reference, predicted "
+                                               f"{predicted:.4g} ms, is {reference.nominal_ms:.4g} ms at its nominal")
+
+
 def _climb(result: SearchResult, space, costs: list[HardwareCost], supernet, dataset, o: BudgetSearchOptions,
-           backend, store, shape, report: Reporter) -> None:
+           backend, store, shape, report: Reporter, reference: SpeedReference | None = None) -> None:
     """Climb from the measured result towards the budget (hwnas.search.climb); `result` takes the climb's end."""
     over = {space.from_string(a["arch"]) for a in result.attempts if not a["within_budget"]}
 
     def measure(arch):
-        return _measure(space, arch, backend, store, shape, o.batch, o.protocol, result.budgets)
+        return _measure(space, arch, backend, store, shape, o.batch, o.protocol, result.budgets, reference)
 
     start, start_share = result.arch_string, budget_share(result.measured or {}, result.budgets)
     arch, measured, attempts = climb(space, costs, supernet, dataset, result.arch, result.measured or {}, measure,
@@ -234,9 +277,11 @@ def check_budget_reachable(space, costs: list[HardwareCost], max_size: int = 200
 
 def discretise_and_verify(space, alpha: torch.Tensor, costs: list[HardwareCost], backend=None, store=None,
                           input_shape=None, batch: int = 1, max_repairs: int = 5, protocol=None,
-                          recent=(), reporter: Reporter | None = None) -> SearchResult:
+                          recent=(), reporter: Reporter | None = None, reference: SpeedReference | None = None
+                          ) -> SearchResult:
     """Budget-respecting discretisation, then measure -> (over budget: store, refit, repair) until a measured
-    architecture is within every budget or `max_repairs` repairs are spent."""
+    architecture is within every budget or `max_repairs` repairs are spent. `reference`: latency verdicts timed
+    alternately with it (hwnas.profilers.speed)."""
     report = reporter_or_null(reporter)
     shape = tuple(input_shape or space.default_input_shape)
     budgets = {c.target: c.budget for c in costs}
@@ -251,7 +296,8 @@ def discretise_and_verify(space, alpha: torch.Tensor, costs: list[HardwareCost],
         except HwnasError as e:  # nothing left that is predicted within budget: report what was measured, not a pass
             if not attempts:
                 raise
-            fallback = _measured_fallback(space, alpha, costs, backend, store, shape, batch, attempts, used)
+            fallback = _measured_fallback(space, alpha, costs, backend, store, shape, batch, attempts, used,
+                                          reference)
             if fallback is not None:
                 return fallback
             last = attempts[-1]
@@ -261,7 +307,7 @@ def discretise_and_verify(space, alpha: torch.Tensor, costs: list[HardwareCost],
         if backend is None:
             return SearchResult(arch, space.to_string(arch), space.spec, "", budgets, pred, None, False, [], used,
                                 attempts, note="not measured (no backend): not reported as within budget")
-        measured, new = _measure(space, arch, backend, store, shape, batch, protocol, budgets)
+        measured, new = _measure(space, arch, backend, store, shape, batch, protocol, budgets, reference)
         used += int(new)
         ok = all(measured.get(t) is not None and measured[t] <= b for t, b in budgets.items())
         attempts.append({"arch": space.to_string(arch), "predicted": pred, "measured": measured, "within_budget": ok,
@@ -274,7 +320,7 @@ def discretise_and_verify(space, alpha: torch.Tensor, costs: list[HardwareCost],
             if measured.get(c.target) is not None:
                 extra[c.target].append((arch, measured[c.target]))
         refit_costs(space, costs, extra, backend=backend, store=store, input_shape=shape, batch=batch)
-    fallback = _measured_fallback(space, alpha, costs, backend, store, shape, batch, attempts, used)
+    fallback = _measured_fallback(space, alpha, costs, backend, store, shape, batch, attempts, used, reference)
     if fallback is not None:
         return fallback
     return SearchResult(arch, space.to_string(arch), space.spec, "", budgets, predicted(costs, arch), attempts[-1]["measured"],
@@ -297,18 +343,20 @@ def _derive(space, alpha, costs: list[HardwareCost], over, recent, report: Repor
 
 
 def _measured_fallback(space, alpha: torch.Tensor, costs: list[HardwareCost], backend, store, shape, batch: int,
-                       attempts: list[dict[str, Any]], used: int) -> SearchResult | None:
+                       attempts: list[dict[str, Any]], used: int, reference: SpeedReference | None = None
+                       ) -> SearchResult | None:
     """When repairs are spent (timing noise near the budget can defeat any predictor): the most probable
     architecture under `alpha` among those this device has already measured within every budget, or None.
-    Its figures are the stored measurement; the note says it is a fallback."""
+    Its figures are the stored measurement (with a `reference`, only those timed against it count);
+    the note says it is a fallback."""
     if store is None or backend is None:
         return None
     budgets = {c.target: c.budget for c in costs}
     within = {}
     for m in store.measurements(device=backend.device_id(), backend=backend.name, space=space.spec,
                                 input_shape=shape, batch=batch):
-        values = {"latency_ms": m.latency_ms, "energy_mj": m.energy_mj}
-        if all(values.get(t) is not None and values[t] <= b for t, b in budgets.items()):
+        values = {"latency_ms": m.latency_ms, "energy_mj": m.energy_mj} if reference is None else reference.figures(m)
+        if values is not None and all(values.get(t) is not None and values[t] <= b for t, b in budgets.items()):
             within[space.from_string(m.arch)] = values
     if not within:
         return None
@@ -332,22 +380,29 @@ def _measured_line(arch: str, measured: dict[str, float | None], pred: dict[str,
     return f"measured {arch}: {figures} -> {verdict}"
 
 
-def _measure(space, arch, backend, store, shape, batch, protocol, budgets=None
+def _measure(space, arch, backend, store, shape, batch, protocol, budgets=None, reference=None
              ) -> tuple[dict[str, float | None], bool]:
     """(figures, whether the store had no row for `arch` before). A stored measurement is reused when it was timed
     at least as carefully as `protocol` asks (profiling's quick protocol is not, for a verdict under the thorough
-    one); otherwise `arch` is timed afresh, again when close to a budget (profilers.timing.settle_near_budget),
-    and the new measurement replaces the stored row."""
+    one) and, with a `reference`, against that reference. Otherwise `arch` is timed afresh: alternately with the
+    `reference` (its figure: the latency at the reference's nominal speed), or alone and again when close to a
+    budget (profilers.timing.settle_near_budget); the new measurement replaces the stored row."""
     protocol = protocol or TimingProtocol()
     key = {"device": backend.device_id(), "backend": backend.name, "space": space.spec, "input_shape": shape,
            "batch": batch, "arch": space.to_string(arch)}
     stored = store.measurements(**key) if store is not None else []
     if stored and protocol.satisfied_by(stored[0].extra.get("protocol")):
-        return {"latency_ms": stored[0].latency_ms, "energy_mj": stored[0].energy_mj}, False
-    m, _ = settle_near_budget(lambda: measure_arch(space, arch, backend, shape, batch, protocol), budgets)
+        if reference is None:
+            return {"latency_ms": stored[0].latency_ms, "energy_mj": stored[0].energy_mj}, False
+        if reference.figures(stored[0]) is not None:
+            return reference.figures(stored[0]), False
+    if reference is not None:  # alternate timing cancels the drift that repeated sessions only dodge
+        m = measure_arch(space, arch, backend, shape, batch, protocol, reference=reference)
+    else:
+        m, _ = settle_near_budget(lambda: measure_arch(space, arch, backend, shape, batch, protocol), budgets)
     if store is not None:
         store_measurement(store, backend, m, replace=True)
-    return {"latency_ms": m.latency_ms, "energy_mj": m.energy_mj}, not stored
+    return verdict_figures(m), not stored
 
 
 def refit_costs(space, costs: list[HardwareCost], extra: dict[str, list[tuple[Arch, float]]], backend=None, store=None,

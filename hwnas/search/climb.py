@@ -1,10 +1,14 @@
 """Climbing towards the budget after discretisation: budget left unused is accuracy left on the table.
 
-When the measured architecture uses less than `CLIMB_BELOW` of its tightest budget, its neighbours that are
-predicted within every budget (predictions scaled by measured / predicted at the architecture) but cost more are scored by the supernet's one-shot accuracy (the shared weights
-with that architecture's one-hot mixing weights, on validation data); those predicted at least as accurate are
-ranked by that accuracy, the best few are measured, and the most accurate one measured within every budget
-(with a margin for timing noise, `CLIMB_CEILING`) becomes the result (at equal one-shot accuracy, only one that measured costlier). This repeats from there for a few rounds. Nothing is kept unless measured within budget.
+When the measured architecture uses less than `CLIMB_BELOW` of its tightest budget, the architectures within
+`CLIMB_REACH` changed decisions of it that are predicted within every budget (predictions scaled by measured /
+predicted at the architecture) but cost more are found; the `CLIMB_SCORED` predicted nearest the budget are scored
+by the supernet's one-shot accuracy (the shared weights with that architecture's one-hot mixing weights, on
+validation data); those at least as accurate are ranked by that accuracy and the best few are measured. Of those
+measured costlier than the architecture and within every budget (with a margin for timing noise, `CLIMB_CEILING`),
+the most accurate becomes the result. This repeats from there for a few rounds; a round that keeps none is tried
+again with its predictions recalibrated on what it measured. Nothing is kept unless measured within budget, and
+the budget used only rises.
 """
 from __future__ import annotations
 
@@ -26,6 +30,14 @@ CLIMB_BELOW = 0.95
 CLIMB_CEILING = 0.975
 #: validation examples the one-shot accuracy is computed on
 EVAL_EXAMPLES = 512
+#: how many decisions a climb step may change. Two reach what lies between one decision's steps: NAS-Bench-201
+#: repeats its cell nine times, so one edge from a skip to a 3x3 convolution adds 30-40% of a budget at once, while
+#: a swap (one edge up, another down) adds a few per cent
+CLIMB_REACH = 2
+#: reach 2 only while it means at most this many architectures (neighbours squared), else 1
+MAX_REACHED = 5000
+#: of the costlier candidates predicted within budget, this many (the nearest the budget) are scored one-shot
+CLIMB_SCORED = 40
 
 
 def one_shot_accuracy(space, supernet: torch.nn.Module, archs: Sequence[Arch], x: torch.Tensor, y: torch.Tensor,
@@ -55,20 +67,37 @@ def _score(output: torch.Tensor, y: torch.Tensor) -> float:
     return float((output.argmax(1) == y).float().mean())
 
 
-def costlier_feasible_neighbours(space, costs: Sequence[HardwareCost], arch: Arch, exclude,
-                                 measured: dict[str, float | None] | None = None) -> list[Arch]:
-    """Neighbours predicted within every budget and costlier (by the tightest budget's share) than `arch`.
+def within_reach(space, arch: Arch, reach: int = CLIMB_REACH) -> list[Arch]:
+    """The architectures that differ from `arch` in 1..`reach` decisions (reach 2 only while the neighbours
+    squared are at most MAX_REACHED), nearest first, in the space's neighbour order."""
+    first = list(space.neighbours(arch))
+    found = dict.fromkeys(first)
+    frontier = first
+    for _ in range(1, reach if len(first) ** 2 <= MAX_REACHED else 1):
+        frontier = [n for a in frontier for n in space.neighbours(a) if n != arch and n not in found]
+        found.update(dict.fromkeys(frontier))
+    return list(found)
 
-    With `arch`'s `measured` figures the predictions are calibrated locally: each target's predictions are scaled
-    by measured / predicted at `arch`, as a neighbour (one operation changed) shares most of its predictor's error.
-    A predictor 10% pessimistic here would otherwise rule out every neighbour that fits."""
-    nbrs = [n for n in space.neighbours(arch) if n not in exclude]
+
+def costlier_feasible_neighbours(space, costs: Sequence[HardwareCost], arch: Arch, exclude,
+                                 measured: dict[str, float | None] | None = None, reach: int = CLIMB_REACH,
+                                 limit: int = CLIMB_SCORED, observed: dict[Arch, dict] | None = None) -> list[Arch]:
+    """Architectures within `reach` changed decisions of `arch` (`within_reach`), predicted within CLIMB_CEILING
+    of every budget and costlier (by the tightest budget's share) than `arch`: the `limit` predicted nearest it.
+
+    With `arch`'s `measured` figures (and those of nearby architectures the climb `observed`) the predictions are
+    calibrated locally: each target's predictions are scaled by the median of measured / predicted there, as a
+    neighbour (an operation or two changed) shares most of its predictor's error. A predictor 10% pessimistic here
+    would otherwise rule out every neighbour that fits, and one 10% optimistic send every measurement over."""
+    nbrs = [n for n in within_reach(space, arch, reach) if n not in exclude]
     if not nbrs:
         return []
-    scale = _local_scale(costs, arch, measured or {})
+    scale = _local_scale(costs, {**(observed or {}), arch: measured or {}})
     ratio = np.max([c.predict_arch(nbrs) * scale[c.target] / c.budget for c in costs], axis=0)
     here = max(float(c.predict_arch([arch])[0]) * scale[c.target] / c.budget for c in costs)
-    return [n for n, r in zip(nbrs, ratio) if here < r <= 1.0]
+    feasible = [i for i, r in enumerate(ratio) if here * (1 + 1e-6) < r <= CLIMB_CEILING]  # costlier, not rounding
+    feasible.sort(key=lambda i: -ratio[i])  # stable: at equal shares, nearer (fewer changes) first
+    return [nbrs[i] for i in sorted(feasible[:limit])]
 
 
 #: the local calibration's bounds: one measurement taken in a fast moment of a shared machine must not open the way
@@ -76,12 +105,15 @@ def costlier_feasible_neighbours(space, costs: Sequence[HardwareCost], arch: Arc
 LOCAL_SCALE = (0.9, 1.1)
 
 
-def _local_scale(costs: Sequence[HardwareCost], arch: Arch, measured: dict[str, float | None]) -> dict[str, float]:
-    """Per target, measured / predicted at `arch`, within LOCAL_SCALE (1 where either is missing or not positive)."""
+def _local_scale(costs: Sequence[HardwareCost], observed: dict[Arch, dict]) -> dict[str, float]:
+    """Per target, the median of measured / predicted over the `observed` architectures ({arch: figures}), within
+    LOCAL_SCALE (1 where no figure and prediction are both positive)."""
     out = {}
     for c in costs:
-        p, m = float(c.predict_arch([arch])[0]), measured.get(c.target)
-        out[c.target] = float(np.clip(m / p, *LOCAL_SCALE)) if m is not None and m > 0 and p > 0 else 1.0
+        ratios = [m[c.target] / p for a, m in observed.items()
+                  if (m or {}).get(c.target) is not None and m[c.target] > 0
+                  and (p := float(c.predict_arch([a])[0])) > 0]
+        out[c.target] = float(np.clip(np.median(ratios), *LOCAL_SCALE)) if ratios else 1.0
     return out
 
 
@@ -100,11 +132,12 @@ def climb(space, costs: Sequence[HardwareCost], supernet: torch.nn.Module, datas
     budgets = {c.target: c.budget for c in costs}
     attempts: list[dict] = []
     seen = set(exclude) | {arch}
+    observed: dict[Arch, dict] = {}  # every candidate measured: they calibrate the next round's predictions
     current_acc = None
     for _ in range(rounds):
         if budget_share(measured, budgets) >= CLIMB_BELOW:
             break
-        candidates = costlier_feasible_neighbours(space, costs, arch, seen, measured)
+        candidates = costlier_feasible_neighbours(space, costs, arch, seen, measured, observed=observed)
         if not candidates:
             break
         scores = one_shot_accuracy(space, supernet, [arch, *candidates], dataset.x_val, dataset.y_val)
@@ -116,15 +149,17 @@ def climb(space, costs: Sequence[HardwareCost], supernet: torch.nn.Module, datas
             cand = candidates[i]
             seen.add(cand)
             figures, new = measure(cand)
+            observed[cand] = figures
             ok = all(figures.get(t) is not None and figures[t] <= CLIMB_CEILING * b for t, b in budgets.items())
             attempts.append({"arch": space.to_string(cand), "predicted": {c.target: float(c.predict_arch([cand])[0])
                              for c in costs}, "measured": figures, "within_budget": ok, "moves": 0, "climb": True,
                              "one_shot_accuracy": float(scores[i]), "new": new})
-            # kept: within budget, and more accurate (one-shot), or as accurate and using more of the budget
+            # kept: within budget, measured costlier than where the climb stands (predicted costlier is not enough:
+            # a climb that moves to a cheaper cell for its one-shot accuracy, a noisy signal this early, walks down
+            # and leaves the budget unused), and the most accurate (one-shot) of those, then the costliest
             gain = (scores[i], budget_share(figures, budgets))
-            if ok and gain > (current_acc, budget_share(measured, budgets)) and (best is None or gain > best[2]):
+            if ok and gain[1] > budget_share(measured, budgets) and (best is None or gain > best[2]):
                 best = (cand, figures, gain)
-        if best is None:
-            break
-        arch, measured, current_acc = best[0], best[1], best[2][0]
+        if best is not None:  # else the next round tries again from here, its predictions recalibrated
+            arch, measured, current_acc = best[0], best[1], best[2][0]
     return arch, measured, attempts

@@ -1,0 +1,143 @@
+"""Speed references: a fixed network timed alternately with each candidate, so that the machine's drift cancels.
+
+On a shared machine the speed drifts: a whole timing session of one network can run 20-80% slow, and budgets
+computed minutes apart differ by a sixth. Timed alternately (a block of runs of the candidate, one of the
+reference, per round), both see the same moments: on this 2-core VM, in a noisy half hour, each network's session
+median varied by 18-29% (coefficient of variation over 30 s of 60-run sessions) and the ratio to the reference by
+5-11% (`python bench/speed_reference.py --seconds 30`); a verdict's thorough session runs many more rounds.
+
+A verdict's figure is then that ratio times the reference's nominal latency, taken when the reference was made
+(the fastest of a few sessions: interference only adds time). Every verdict of a run (the search's, the exported
+file's) uses the same reference and nominal, so they agree with each other however the machine's speed moves
+between them. The measurement keeps its raw median too: `extra["speed_reference"]` holds both.
+"""
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from hwnas.profilers.timing import RETIME_SESSIONS, TimingProtocol, median_ci_halfwidth, time_runs
+
+#: runs of each network per round: a run just after the other network's is slowed by its cache state (alternating
+#: single runs read 15-26% slower than runs alone, unevenly between networks; blocks of 10, 6-8%, evenly)
+PAIRED_BLOCK = 10
+
+
+
+@dataclass
+class SpeedReference:
+    """`arch` (an architecture string of `space`) prepared on a backend, with its nominal latency in ms."""
+
+    arch: str
+    space: str
+    nominal_ms: float
+    run: Callable[[], object] = field(repr=False, compare=False)
+    sync: Callable[[], None] | None = field(default=None, repr=False, compare=False)
+
+    @classmethod
+    def make(cls, space, arch, backend, input_shape: Sequence[int], batch: int = 1,
+             protocol: TimingProtocol | None = None, sessions: int = RETIME_SESSIONS) -> SpeedReference:
+        """Build `arch` on `backend` and take its nominal latency: the fastest of `sessions` medians."""
+        import torch
+
+        shape = tuple(input_shape)
+        torch.manual_seed(0)  # the same weights as the profiler's
+        run, sync = backend.prepare(space.build(arch, shape).eval(), shape, int(batch))
+        protocol = protocol or TimingProtocol()
+        nominal = min(float(np.median(time_runs(run, protocol, sync))) for _ in range(sessions))
+        return cls(space.to_string(arch), space.spec, nominal, run, sync)
+
+    def figures(self, m) -> dict[str, float | None] | None:
+        """A stored Measurement's verdict figures at this reference's nominal speed, or None when it was not timed
+        against this reference (the same architecture of the same space)."""
+        speed = (m.extra or {}).get("speed_reference") or {}
+        if speed.get("arch") != self.arch or speed.get("space") != self.space or not speed.get("ratio"):
+            return None
+        return {"latency_ms": float(speed["ratio"]) * self.nominal_ms, "energy_mj": m.energy_mj}
+
+    def describe(self) -> dict[str, Any]:
+        return {"arch": self.arch, "space": self.space, "nominal_ms": self.nominal_ms}
+
+    def verdict(self, times_ms: np.ndarray, reference_ms: np.ndarray, block: int = 0) -> dict[str, Any]:
+        """What alternate timing (time_paired) says: the median per-round ratio, its 95% CI half-width, the
+        reference's median now, and the candidate's latency at the reference's nominal speed (`latency_ms`, the
+        verdict's figure)."""
+        block = block or PAIRED_BLOCK
+        rounds = len(times_ms) // block
+        mine = np.median(np.asarray(times_ms)[:rounds * block].reshape(rounds, block), axis=1)
+        theirs = np.median(np.asarray(reference_ms)[:rounds * block].reshape(rounds, block), axis=1)
+        ratio = np.sort(mine / theirs)
+        r = float(np.median(ratio))
+        return {**self.describe(), "ratio": r, "ratio_ci": median_ci_halfwidth(ratio),
+                "reference_ms": float(np.median(reference_ms)), "latency_ms": r * self.nominal_ms,
+                "slowdown": float(np.median(reference_ms)) / self.nominal_ms}
+
+
+def time_paired(run: Callable[[], object], reference: SpeedReference, protocol: TimingProtocol,
+                sync: Callable[[], None] | None = None, block: int = PAIRED_BLOCK) -> tuple[np.ndarray, np.ndarray]:
+    """(ms per call of `run`, ms per call of the reference), in rounds of `block` runs of each, until the median
+    of the per-round ratios (block median over block median) is known to the protocol's precision, or its run and
+    time caps are hit (both count `run`'s runs). Rounds alternate which network goes first (A B, B A, ...): the
+    block just after a round's bookkeeping read 3-5% slow here, the same network against itself included."""
+    def once(fn, wait):
+        t0 = time.perf_counter()
+        fn()
+        if wait:
+            wait()
+        return (time.perf_counter() - t0) * 1e3
+
+    for _ in range(protocol.warmup_runs):
+        run()
+        reference.run()
+    for wait in (sync, reference.sync):
+        if wait:
+            wait()
+    times: list[float] = []
+    ref: list[float] = []
+    ratios: list[float] = []
+    started = time.perf_counter()
+    while len(times) < protocol.max_runs:
+        if len(ratios) % 2:
+            theirs = [once(reference.run, reference.sync) for _ in range(block)]
+            mine = [once(run, sync) for _ in range(block)]
+        else:
+            mine = [once(run, sync) for _ in range(block)]
+            theirs = [once(reference.run, reference.sync) for _ in range(block)]
+        times += mine
+        ref += theirs
+        ratios.append(float(np.median(mine) / np.median(theirs)))
+        if len(times) >= protocol.min_runs and len(ratios) >= 5:
+            r = np.sort(ratios)
+            if median_ci_halfwidth(r) <= protocol.target_rel_ci * float(np.median(r)):
+                break
+        if time.perf_counter() - started > protocol.max_seconds:
+            break
+    return np.asarray(times), np.asarray(ref)
+
+
+def verdict_figures(m) -> dict[str, float | None]:
+    """{"latency_ms", "energy_mj"} of a Measurement as a verdict reads them: the latency at the speed reference's
+    nominal speed when it was timed against one, else its median."""
+    speed = (m.extra or {}).get("speed_reference") or {}
+    return {"latency_ms": speed.get("latency_ms", m.latency_ms), "energy_mj": m.energy_mj}
+
+
+def reference_near(space, backend, store, input_shape: Sequence[int], batch: int, latency_ms: float,
+                   protocol: TimingProtocol | None = None) -> SpeedReference | None:
+    """A SpeedReference for verdicts against a `latency_ms` budget: of the architectures stored for this device,
+    backend, space, shape and batch, the one measured nearest the budget (a network of the candidates' own size:
+    its ratio to them is then near 1, where alternate timing is most exact). None when the backend times alone
+    (`times_against_reference` false) or nothing is stored."""
+    if store is None or not getattr(backend, "times_against_reference", False):
+        return None
+    shape = tuple(input_shape)
+    rows = [m for m in store.measurements(device=backend.device_id(), backend=backend.name, space=space.spec,
+                                          input_shape=shape, batch=batch) if m.latency_ms and m.latency_ms > 0]
+    if not rows:
+        return None
+    nearest = min(rows, key=lambda m: abs(np.log(m.latency_ms / latency_ms)))
+    return SpeedReference.make(space, space.from_string(nearest.arch), backend, shape, batch, protocol)
