@@ -148,3 +148,26 @@ def test_latency_predictions_are_put_on_the_reference_scale():
         expected = nominal if factor is None else before * factor
         assert float(latency.predict_arch([arch])[0]) == pytest.approx(expected)
         assert energy.scale == 1.0  # energy is not timed against the reference
+
+
+def test_spent_repairs_fall_back_to_stored_cells_timed_against_the_reference(profiled):
+    """With a reference, a stored figure taken alone does not count as a verdict; the most probable stored cells
+    that fit by their own figures are timed against the reference, and one measured within budget is the answer."""
+    from hwnas.predictors.linear import LookupTablePredictor
+    from hwnas.search.budget import _measured_fallback
+    from hwnas.search.cost import HardwareCost
+
+    space, backend, store = profiled
+    rows = store.measurements(device=backend.device_id(), space=space.spec, input_shape=SHAPE, batch=1)
+    alone = [m for m in rows if not m.extra.get("speed_reference")]
+    budget = 3 * max(m.latency_ms for m in alone)  # every stored cell fits by its own figure, and when re-timed
+    ref = reference_near(space, backend, store, SHAPE, 1, budget, TimingProtocol.quick())
+    cost = HardwareCost(space, "latency_ms", budget, predictor=LookupTablePredictor.from_table(
+        0.05, np.full(space.alpha_shape, 0.01)))
+    alpha = torch.zeros(space.alpha_shape)
+    attempts = [{"arch": "elsewhere"}]
+    r = _measured_fallback(space, alpha, [cost], backend, store, SHAPE, 1, attempts, 0, ref, TimingProtocol.quick())
+    assert r is not None and r.within_budget and r.attempts[-1]["fallback"]
+    row = store.measurements(device=backend.device_id(), space=space.spec, arch=r.arch_string)[0]
+    assert row.extra["speed_reference"]["arch"] == ref.arch
+    assert r.measured["latency_ms"] == pytest.approx(ref.figures(row)["latency_ms"])

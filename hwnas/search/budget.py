@@ -297,7 +297,7 @@ def discretise_and_verify(space, alpha: torch.Tensor, costs: list[HardwareCost],
             if not attempts:
                 raise
             fallback = _measured_fallback(space, alpha, costs, backend, store, shape, batch, attempts, used,
-                                          reference)
+                                          reference, protocol)
             if fallback is not None:
                 return fallback
             last = attempts[-1]
@@ -320,7 +320,8 @@ def discretise_and_verify(space, alpha: torch.Tensor, costs: list[HardwareCost],
             if measured.get(c.target) is not None:
                 extra[c.target].append((arch, measured[c.target]))
         refit_costs(space, costs, extra, backend=backend, store=store, input_shape=shape, batch=batch)
-    fallback = _measured_fallback(space, alpha, costs, backend, store, shape, batch, attempts, used, reference)
+    fallback = _measured_fallback(space, alpha, costs, backend, store, shape, batch, attempts, used, reference,
+                                  protocol)
     if fallback is not None:
         return fallback
     return SearchResult(arch, space.to_string(arch), space.spec, "", budgets, predicted(costs, arch), attempts[-1]["measured"],
@@ -342,29 +343,55 @@ def _derive(space, alpha, costs: list[HardwareCost], over, recent, report: Repor
     return derive_within_budget(space, alpha, costs, exclude=over, recent=recent)
 
 
+#: with a speed reference and nothing timed against it within budget, stored architectures timed against it now
+FALLBACK_TRIES = 3
+
+
 def _measured_fallback(space, alpha: torch.Tensor, costs: list[HardwareCost], backend, store, shape, batch: int,
-                       attempts: list[dict[str, Any]], used: int, reference: SpeedReference | None = None
-                       ) -> SearchResult | None:
+                       attempts: list[dict[str, Any]], used: int, reference: SpeedReference | None = None,
+                       protocol=None) -> SearchResult | None:
     """When repairs are spent (timing noise near the budget can defeat any predictor): the most probable
     architecture under `alpha` among those this device has already measured within every budget, or None.
-    Its figures are the stored measurement (with a `reference`, only those timed against it count);
-    the note says it is a fallback."""
+    Its figures are the stored measurement; the note says it is a fallback. With a `reference` only measurements
+    timed against it count, and when none is within budget the most probable stored architectures whose own
+    figures are (at most FALLBACK_TRIES) are timed against it now."""
     if store is None or backend is None:
         return None
     budgets = {c.target: c.budget for c in costs}
+    log_weights = torch.log(space.mixing_weights(alpha.detach()).clamp_min(1e-12))
+
+    def probability(a: Arch) -> float:
+        return float(sum(log_weights[d, c] for d, c in enumerate(a.choices)))
+
+    def fits(values) -> bool:
+        return values is not None and all(values.get(t) is not None and values[t] <= b for t, b in budgets.items())
+
+    rows = store.measurements(device=backend.device_id(), backend=backend.name, space=space.spec, input_shape=shape,
+                              batch=batch)
     within = {}
-    for m in store.measurements(device=backend.device_id(), backend=backend.name, space=space.spec,
-                                input_shape=shape, batch=batch):
+    for m in rows:
         values = {"latency_ms": m.latency_ms, "energy_mj": m.energy_mj} if reference is None else reference.figures(m)
-        if values is not None and all(values.get(t) is not None and values[t] <= b for t, b in budgets.items()):
+        if fits(values):
             within[space.from_string(m.arch)] = values
+    if not within and reference is not None:
+        tried = {a["arch"] for a in attempts}
+        stored_fit = sorted({space.from_string(m.arch) for m in rows if m.arch not in tried
+                             and fits({"latency_ms": m.latency_ms, "energy_mj": m.energy_mj})}, key=probability,
+                            reverse=True)
+        for arch in stored_fit[:FALLBACK_TRIES]:
+            values, _ = _measure(space, arch, backend, store, shape, batch, protocol, budgets, reference)
+            attempts.append({"arch": space.to_string(arch), "predicted": predicted(costs, arch), "measured": values,
+                             "within_budget": fits(values), "moves": 0, "fallback": True})
+            if fits(values):
+                within[arch] = values
+                break
     if not within:
         return None
-    log_weights = torch.log(space.mixing_weights(alpha.detach()).clamp_min(1e-12))
-    best = max(within, key=lambda a: float(sum(log_weights[d, c] for d, c in enumerate(a.choices))))
+    best = max(within, key=probability)
     arch_string = space.to_string(best)
-    attempts.append({"arch": arch_string, "predicted": predicted(costs, best), "measured": within[best],
-                     "within_budget": True, "moves": 0, "fallback": True})
+    if not attempts or attempts[-1]["arch"] != arch_string:
+        attempts.append({"arch": arch_string, "predicted": predicted(costs, best), "measured": within[best],
+                         "within_budget": True, "moves": 0, "fallback": True})
     return SearchResult(best, arch_string, space.spec, "", budgets, predicted(costs, best), within[best], True, [], used,
                         attempts, note=f"repairs spent: the most probable of {len(within)} architecture(s) already "
                                        "measured within budget on this device")
