@@ -39,7 +39,7 @@ def main() -> None:
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--seconds", type=float, default=60.0)
-    p.add_argument("--runs", type=int, default=60, help="runs per session (rounds when alternating)")
+    p.add_argument("--runs", type=int, default=60, help="runs of each network per session (alone or alternating)")
     p.add_argument("--block", type=int, default=PAIRED_BLOCK, help="runs of each network per alternating round")
     p.add_argument("--space", default=DEFAULT_SPACE)
     p.add_argument("--input-shape", default="1,8,8", help="one sample (hwnas run's digits: 1,8,8)")

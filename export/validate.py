@@ -342,8 +342,9 @@ def _budget_report(measured: dict[str, Any], settings: CheckSettings, failures: 
 
 def measured_dict(backend: Backend, m) -> dict[str, Any]:
     """The report's figures of a Measurement. Timed against a speed reference, `latency_ms` is the latency at the
-    reference's nominal speed (what the budget is judged on), `latency_raw_ms` the median as timed, and
-    `speed_reference` what the reference measured (its ratio, and the machine's slowdown against its nominal)."""
+    reference's nominal speed (what the budget is judged on; p10, p90 and std on the same scale), `latency_raw_ms`
+    the median as timed, and `speed_reference` what the reference measured (its ratio, and the machine's slowdown
+    against its nominal)."""
     out = {
         "backend": m.backend, "device": m.device, "device_name": backend.device_name(), "batch": m.batch,
         "latency_ms": m.latency_ms, "latency_p10_ms": m.latency_p10_ms, "latency_p90_ms": m.latency_p90_ms,
@@ -351,8 +352,11 @@ def measured_dict(backend: Backend, m) -> dict[str, Any]:
         "energy_method": m.energy_method, "versions": m.versions,
     }
     speed = (m.extra or {}).get("speed_reference")
-    if speed:
-        out.update(latency_ms=speed["latency_ms"], latency_raw_ms=m.latency_ms, speed_reference=speed)
+    if speed and m.latency_ms:  # the spread on the same scale as the figure
+        k = speed["latency_ms"] / m.latency_ms
+        out.update(latency_ms=speed["latency_ms"], latency_p10_ms=k * m.latency_p10_ms,
+                   latency_p90_ms=k * m.latency_p90_ms, latency_std_ms=k * m.latency_std_ms, latency_raw_ms=m.latency_ms,
+                   speed_reference=speed)
     return out
 
 

@@ -118,8 +118,8 @@ def run_pipeline(options: PipelineOptions | None = None, reporter: Reporter | No
     reference = reference_near(s, device, store, shape, search.batch, budgets["latency_ms"], search.protocol)
     if reference is not None and o.budget_ms is None:
         budgets["latency_ms"] = reference.nominal_ms
-        report.message(f"budget: {reference.nominal_ms:.4g} ms, the {o.budget_percentile:g}th-percentile profiled "
-                       f"architecture {reference.arch} at its nominal speed")
+        report.message(f"budget: {reference.nominal_ms:.4g} ms, the profiled architecture nearest the "
+                       f"{o.budget_percentile:g}th percentile, {reference.arch}, at its nominal speed")
     if o.budget_mj is not None:
         budgets["energy_mj"] = float(o.budget_mj)
     budgets = budgets_from(budgets["latency_ms"], budgets.get("energy_mj"))

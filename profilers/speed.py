@@ -2,14 +2,16 @@
 
 On a shared machine the speed drifts: a whole timing session of one network can run 20-80% slow, and budgets
 computed minutes apart differ by a sixth. Timed alternately (a block of runs of the candidate, one of the
-reference, per round), both see the same moments: on this 2-core VM, in a noisy half hour, each network's session
-median varied by 18-29% (coefficient of variation over 30 s of 60-run sessions) and the ratio to the reference by
-5-11% (`python bench/speed_reference.py --seconds 30`); a verdict's thorough session runs many more rounds.
+reference, per round), both see the same moments: on this 2-core VM, in a slow phase, each network's session
+median varied by 16-25% (coefficient of variation over 30 s of 60-run sessions) and its ratio to the reference by
+6-14%, the less the nearer the reference's size (`python bench/speed_reference.py --seconds 30`); a verdict's
+thorough session runs many more rounds.
 
 A verdict's figure is then that ratio times the reference's nominal latency, taken when the reference was made
 (the fastest of a few sessions: interference only adds time). Every verdict of a run (the search's, the exported
 file's) uses the same reference and nominal, so they agree with each other however the machine's speed moves
-between them. The measurement keeps its raw median too: `extra["speed_reference"]` holds both.
+between them. The measurement's `latency_ms` stays the candidate's raw median; `extra["speed_reference"]` holds the
+ratio, the reference's median now and the verdict's figure (`latency_ms` there).
 """
 from __future__ import annotations
 
@@ -23,7 +25,8 @@ import numpy as np
 from hwnas.profilers.timing import RETIME_SESSIONS, TimingProtocol, median_ci_halfwidth, time_runs
 
 #: runs of each network per round: a run just after the other network's is slowed by its cache state (alternating
-#: single runs read 15-26% slower than runs alone, unevenly between networks; blocks of 10, 6-8%, evenly)
+#: single runs read 15-26% slower than runs alone, unevenly between networks; blocks of 10, 3-11%, the more the
+#: larger the network than the reference, which is therefore chosen near the budget, the candidates' size)
 PAIRED_BLOCK = 10
 
 
@@ -66,11 +69,7 @@ class SpeedReference:
         """What alternate timing (time_paired) says: the median per-round ratio, its 95% CI half-width, the
         reference's median now, and the candidate's latency at the reference's nominal speed (`latency_ms`, the
         verdict's figure)."""
-        block = block or PAIRED_BLOCK
-        rounds = len(times_ms) // block
-        mine = np.median(np.asarray(times_ms)[:rounds * block].reshape(rounds, block), axis=1)
-        theirs = np.median(np.asarray(reference_ms)[:rounds * block].reshape(rounds, block), axis=1)
-        ratio = np.sort(mine / theirs)
+        ratio = np.sort(pair_ratios(times_ms, reference_ms, block or PAIRED_BLOCK))
         r = float(np.median(ratio))
         return {**self.describe(), "ratio": r, "ratio_ci": median_ci_halfwidth(ratio),
                 "reference_ms": float(np.median(reference_ms)), "latency_ms": r * self.nominal_ms,
@@ -79,10 +78,10 @@ class SpeedReference:
 
 def time_paired(run: Callable[[], object], reference: SpeedReference, protocol: TimingProtocol,
                 sync: Callable[[], None] | None = None, block: int = PAIRED_BLOCK) -> tuple[np.ndarray, np.ndarray]:
-    """(ms per call of `run`, ms per call of the reference), in rounds of `block` runs of each, until the median
-    of the per-round ratios (block median over block median) is known to the protocol's precision, or its run and
-    time caps are hit (both count `run`'s runs). Rounds alternate which network goes first (A B, B A, ...): the
-    block just after a round's bookkeeping read 3-5% slow here, the same network against itself included."""
+    """(ms per call of `run`, ms per call of the reference), in pairs of rounds of `block` runs of each, until the
+    median of the per-pair ratios (`pair_ratios`) is known to the protocol's precision, or `run`'s runs reach the
+    protocol's cap, or its time cap passes. A pair is A B then B A: the block just after a round's bookkeeping read
+    3-5% slow here, the same network against itself included, and the pair's two orders cancel that."""
     def once(fn, wait):
         t0 = time.perf_counter()
         fn()
@@ -101,22 +100,28 @@ def time_paired(run: Callable[[], object], reference: SpeedReference, protocol: 
     ratios: list[float] = []
     started = time.perf_counter()
     while len(times) < protocol.max_runs:
-        if len(ratios) % 2:
-            theirs = [once(reference.run, reference.sync) for _ in range(block)]
-            mine = [once(run, sync) for _ in range(block)]
-        else:
-            mine = [once(run, sync) for _ in range(block)]
-            theirs = [once(reference.run, reference.sync) for _ in range(block)]
+        mine = [once(run, sync) for _ in range(block)]
+        theirs = [once(reference.run, reference.sync) for _ in range(2 * block)]
+        mine += [once(run, sync) for _ in range(block)]
         times += mine
         ref += theirs
-        ratios.append(float(np.median(mine) / np.median(theirs)))
-        if len(times) >= protocol.min_runs and len(ratios) >= 5:
+        ratios.append(float(np.sqrt(np.median(mine[:block]) / np.median(theirs[:block])
+                                    * np.median(mine[block:]) / np.median(theirs[block:]))))
+        if len(times) >= protocol.min_runs and len(ratios) >= 3:
             r = np.sort(ratios)
             if median_ci_halfwidth(r) <= protocol.target_rel_ci * float(np.median(r)):
                 break
         if time.perf_counter() - started > protocol.max_seconds:
             break
     return np.asarray(times), np.asarray(ref)
+
+
+def pair_ratios(times_ms: np.ndarray, reference_ms: np.ndarray, block: int = PAIRED_BLOCK) -> np.ndarray:
+    """Per pair of rounds (time_paired's A B, B A), the geometric mean of its two ratios of block medians."""
+    pairs = len(times_ms) // (2 * block)
+    mine = np.median(np.asarray(times_ms)[:2 * pairs * block].reshape(2 * pairs, block), axis=1)
+    theirs = np.median(np.asarray(reference_ms)[:2 * pairs * block].reshape(2 * pairs, block), axis=1)
+    return np.sqrt((mine / theirs).reshape(pairs, 2).prod(axis=1))
 
 
 def verdict_figures(m) -> dict[str, float | None]:

@@ -177,9 +177,9 @@ def search_under_budget(space, dataset, predictors: dict[str, Any], budgets: dic
     costs = [HardwareCost(space, t, b, predictor=predictors[t], form=o.cost_form, multiplier_lr=o.multiplier_lr,
                           mode=o.budget_mode)
              for t, b in budgets.items()]
-    if not o.speed_reference:
-        reference = None
-    elif reference is None and backend is not None and "latency_ms" in budgets:
+    if not (o.speed_reference and "latency_ms" in budgets and getattr(backend, "times_against_reference", False)):
+        reference = None  # only latency is timed against it, and only where the backend can
+    elif reference is None:
         reference = reference_near(space, backend, store, shape, o.batch, budgets["latency_ms"], o.protocol)
     if reference is not None:
         report.message(f"verdicts timed alternately with {reference.arch} (nominal {reference.nominal_ms:.4g} ms): "
@@ -296,11 +296,11 @@ def discretise_and_verify(space, alpha: torch.Tensor, costs: list[HardwareCost],
         except HwnasError as e:  # nothing left that is predicted within budget: report what was measured, not a pass
             if not attempts:
                 raise
+            last = attempts[-1]  # the last repair's, before the fallback adds its own tries
             fallback = _measured_fallback(space, alpha, costs, backend, store, shape, batch, attempts, used,
                                           reference, protocol)
             if fallback is not None:
                 return fallback
-            last = attempts[-1]
             return SearchResult(arch, last["arch"], space.spec, "", budgets, last["predicted"], last["measured"], False,
                                 [], used, attempts, note=f"{e} (after {len(attempts)} measured over budget)")
         pred = predicted(costs, arch)
@@ -320,11 +320,12 @@ def discretise_and_verify(space, alpha: torch.Tensor, costs: list[HardwareCost],
             if measured.get(c.target) is not None:
                 extra[c.target].append((arch, measured[c.target]))
         refit_costs(space, costs, extra, backend=backend, store=store, input_shape=shape, batch=batch)
+    last_measured = attempts[-1]["measured"]  # `arch`'s, before the fallback adds its own tries
     fallback = _measured_fallback(space, alpha, costs, backend, store, shape, batch, attempts, used, reference,
                                   protocol)
     if fallback is not None:
         return fallback
-    return SearchResult(arch, space.to_string(arch), space.spec, "", budgets, predicted(costs, arch), attempts[-1]["measured"],
+    return SearchResult(arch, space.to_string(arch), space.spec, "", budgets, predicted(costs, arch), last_measured,
                         False, [], used, attempts, note=f"no measured architecture met the budget after {max_repairs} repairs")
 
 
@@ -376,6 +377,7 @@ def _measured_fallback(space, alpha: torch.Tensor, costs: list[HardwareCost], ba
     if not within and reference is not None:
         tried = {a["arch"] for a in attempts}
         stored_fit = sorted({space.from_string(m.arch) for m in rows if m.arch not in tried
+                             and reference.figures(m) is None  # those timed against it are over, seen above
                              and fits({"latency_ms": m.latency_ms, "energy_mj": m.energy_mj})}, key=probability,
                             reverse=True)
         for arch in stored_fit[:FALLBACK_TRIES]:
@@ -446,7 +448,9 @@ def refit_costs(space, costs: list[HardwareCost], extra: dict[str, list[tuple[Ar
                 value = getattr(m, c.target)
                 if value is not None:
                     data[space.from_string(m.arch)] = float(value)  # read once, at the store's edge
-        data.update(dict(extra.get(c.target, [])))
+        # measured here: on the predictions' scale (`c.scale`, e.g. a speed reference's nominal), so to the
+        # predictor's own scale (that of the store's rows) by dividing it out
+        data.update({a: v / c.scale for a, v in extra.get(c.target, [])})
         rows[c.target] = len(data)
         if len(data) >= min_rows and c.predictor is not None:  # a bare table (no predictor) can only be rescaled
             X = encode_archs(space, list(data), c.predictor.encoding, input_shape)

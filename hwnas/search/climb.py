@@ -145,6 +145,8 @@ def climb(space, costs: Sequence[HardwareCost], supernet: torch.nn.Module, datas
         current_acc, scores = scores[0], scores[1:]
         ratio = worst_ratio(costs, candidates)
         ranked = [i for i in np.lexsort((-ratio, -scores)) if scores[i] >= current_acc][:measure_best]
+        if not ranked:  # none as accurate: another round would score the same candidates again
+            break
         best = None
         for i in ranked:
             cand = candidates[i]
