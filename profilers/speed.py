@@ -105,8 +105,7 @@ def time_paired(run: Callable[[], object], reference: SpeedReference, protocol: 
         mine += [once(run, sync) for _ in range(block)]
         times += mine
         ref += theirs
-        ratios.append(float(np.sqrt(np.median(mine[:block]) / np.median(theirs[:block])
-                                    * np.median(mine[block:]) / np.median(theirs[block:]))))
+        ratios.append(float(pair_ratios(mine, theirs, block)[0]))
         if len(times) >= protocol.min_runs and len(ratios) >= 3:
             r = np.sort(ratios)
             if median_ci_halfwidth(r) <= protocol.target_rel_ci * float(np.median(r)):

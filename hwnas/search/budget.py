@@ -423,8 +423,9 @@ def _measure(space, arch, backend, store, shape, batch, protocol, budgets=None, 
     if stored and protocol.satisfied_by(stored[0].extra.get("protocol")):
         if reference is None:
             return {"latency_ms": stored[0].latency_ms, "energy_mj": stored[0].energy_mj}, False
-        if reference.figures(stored[0]) is not None:
-            return reference.figures(stored[0]), False
+        reused = reference.figures(stored[0])
+        if reused is not None:
+            return reused, False
     if reference is not None:  # alternate timing cancels the drift that repeated sessions only dodge
         m = measure_arch(space, arch, backend, shape, batch, protocol, reference=reference)
     else:
