@@ -25,6 +25,10 @@ def setup():
     return space, data, supernet
 
 
+def scorer(space, supernet, data):
+    return lambda archs: one_shot_accuracy(space, supernet, archs, data.x_val, data.y_val)
+
+
 def cost(space, budget):
     return HardwareCost(space, "latency_ms", budget, table=np.tile(PER_OP, (space.alpha_shape[0], 1)))
 
@@ -102,7 +106,7 @@ def test_climb_measures_costlier_candidates_and_keeps_only_one_measured_within_b
 
     first = measure(start)[0]
     assert first["latency_ms"] / budget < CLIMB_BELOW
-    arch, measured, attempts = climb(space, [c], supernet, data, start, first, measure, rounds=1, measure_best=2)
+    arch, measured, attempts = climb(space, [c], scorer(space, supernet, data), start, first, measure, rounds=1, measure_best=2)
     assert 1 <= len(attempts) <= 2 and all(a["climb"] and a["within_budget"] for a in attempts)
     assert all(a["predicted"]["latency_ms"] > c.predict_arch([start])[0] for a in attempts)
     assert arch != start and space.to_string(arch) in {a["arch"] for a in attempts}
@@ -110,7 +114,7 @@ def test_climb_measures_costlier_candidates_and_keeps_only_one_measured_within_b
     assert chosen["one_shot_accuracy"] == max(a["one_shot_accuracy"] for a in attempts)
     assert measured == chosen["measured"]
     # candidates predicted costlier that measure cheaper than the start are not kept: the budget used only rises
-    arch, measured, attempts = climb(space, [c], supernet, data, start, first,
+    arch, measured, attempts = climb(space, [c], scorer(space, supernet, data), start, first,
                                      lambda a: ({"latency_ms": 0.5 * first["latency_ms"]}, True), rounds=2)
     assert attempts and arch == start and measured == first
 
@@ -123,4 +127,4 @@ def test_no_climb_once_the_budget_is_used(setup):
     def measure(arch):  # never called: the start already uses 97% of the budget
         raise AssertionError(arch)
 
-    assert climb(space, [cost(space, 1.0)], supernet, data, start, used, measure) == (start, used, [])
+    assert climb(space, [cost(space, 1.0)], scorer(space, supernet, data), start, used, measure) == (start, used, [])

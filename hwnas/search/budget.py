@@ -22,7 +22,7 @@ from hwnas.profilers.profile import store_measurement
 from hwnas.profilers.speed import SpeedReference, reference_near, verdict_figures
 from hwnas.profilers.timing import settle_near_budget
 from hwnas.reporting import Reporter, reporter_or_null
-from hwnas.search.climb import CLIMB_CEILING, budget_share, climb
+from hwnas.search.climb import CLIMB_CEILING, budget_share, climb, one_shot_accuracy
 from hwnas.search.cost import FORMS, MODES, HardwareCost
 from hwnas.search.discretise import derive_within_budget, predicted
 from hwnas.search.strategy import get_strategy, run_search, steps_per_epoch
@@ -242,7 +242,10 @@ def _climb(result: SearchResult, space, costs: list[HardwareCost], supernet, dat
         return _measure(space, arch, backend, store, shape, o.batch, o.protocol, result.budgets, reference)
 
     start, start_share = result.arch_string, budget_share(result.measured or {}, result.budgets)
-    arch, measured, attempts = climb(space, costs, supernet, dataset, result.arch, result.measured or {}, measure,
+    def score(archs):
+        return one_shot_accuracy(space, supernet, archs, dataset.x_val, dataset.y_val)
+
+    arch, measured, attempts = climb(space, costs, score, result.arch, result.measured or {}, measure,
                                      rounds=o.climb, exclude=over)
     for a in attempts:
         report.message(_measured_line(a["arch"], a["measured"], a["predicted"], result.budgets, a["within_budget"],

@@ -124,12 +124,14 @@ def budget_share(measured: dict[str, float | None], budgets: dict[str, float]) -
     return max(shares) if shares else 0.0
 
 
-def climb(space, costs: Sequence[HardwareCost], supernet: torch.nn.Module, dataset, arch: Arch,
+def climb(space, costs: Sequence[HardwareCost], score: Callable[[list[Arch]], np.ndarray], arch: Arch,
           measured: dict[str, float | None], measure: Callable[[Arch], tuple[dict[str, float | None], bool]],
           rounds: int = 2, measure_best: int = 3, exclude=frozenset()) -> tuple[Arch, dict[str, Any], list[dict]]:
-    """Up to `rounds` climbs from `arch` (measured within budget as `measured`); `measure(arch)` measures one
-    architecture and returns (figures, whether it was a new measurement). Returns (arch, its measured figures,
-    the attempts made: one dict per architecture measured, as in SearchResult.attempts)."""
+    """Up to `rounds` climbs from `arch` (measured within budget as `measured`); `score(archs)` is their predicted
+    accuracy (higher is better: `one_shot_accuracy` with the search's supernet; `bench/climb_sim.py` passes the
+    published accuracy plus noise), `measure(arch)` measures one architecture and returns (figures, whether it was
+    a new measurement). Returns (arch, its measured figures, the attempts made: one dict per architecture measured,
+    as in SearchResult.attempts)."""
     budgets = {c.target: c.budget for c in costs}
     attempts: list[dict] = []
     seen = set(exclude) | {arch}
@@ -141,7 +143,7 @@ def climb(space, costs: Sequence[HardwareCost], supernet: torch.nn.Module, datas
         candidates = costlier_feasible_neighbours(space, costs, arch, seen, measured, observed=observed)
         if not candidates:
             break
-        scores = one_shot_accuracy(space, supernet, [arch, *candidates], dataset.x_val, dataset.y_val)
+        scores = score([arch, *candidates])
         current_acc, scores = scores[0], scores[1:]
         ratio = worst_ratio(costs, candidates)
         ranked = [i for i in np.lexsort((-ratio, -scores)) if scores[i] >= current_acc][:measure_best]
