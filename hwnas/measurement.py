@@ -107,6 +107,15 @@ class Measurement:
     versions: dict[str, str] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
 
+    def learnt(self, target: str) -> float | None:
+        """The figure a predictor learns for `target`: for latency, the latency at the speed reference's nominal
+        speed when the row was timed alternately with one (hwnas.profilers.speed: the machine's drift between rows
+        cancels), else the median; other targets as stored."""
+        if target == "latency_ms":
+            figure = ((self.extra or {}).get("speed_reference") or {}).get("latency_ms")
+            return float(figure) if figure else self.latency_ms
+        return getattr(self, target)
+
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["input_shape"] = shape_to_str(self.input_shape)

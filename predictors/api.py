@@ -216,14 +216,14 @@ def fit_from_store(store, space: SearchSpace | str, device: str | None = None, b
     device_id, backend_name = pick_measurements(store, sp, device, backend_name, shape, batch)
     device = device or device_id
     rows = [m for m in store.measurements(device=device_id, backend=backend_name, space=sp.spec, input_shape=shape,
-                                          batch=batch) if getattr(m, target) is not None]
+                                          batch=batch) if m.learnt(target) is not None]
     if len(rows) < MIN_MEASUREMENTS:
         raise HwnasError(
             f"{len(rows)} {target} measurement(s) of {sp.spec} on device {device!r} with backend {backend_name!r}, "
             f"input {'x'.join(map(str, shape))}, batch {batch}; a predictor needs at least {MIN_MEASUREMENTS}: "
             "run `hwnas profile` first")
     archs = [sp.from_string(m.arch) for m in rows]
-    y = np.array([getattr(m, target) for m in rows], np.float64)
+    y = np.array([m.learnt(target) for m in rows], np.float64)  # at the nominal speed where timed against a reference
     predictor, encoding, auto = _resolve_auto(predictor, encoding, sp, archs, y, shape, budget, seed, holdout)
     probe = get_predictor(predictor, encoding=encoding, space=sp, **dict(settings or {}))
     X = encode_archs(sp, archs, probe.encoding, shape)

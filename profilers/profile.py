@@ -97,6 +97,7 @@ def profile_space(
     protocol: TimingProtocol | None = None,
     archs: Sequence[Arch] | None = None,
     reporter: Reporter | None = None,
+    reference: SpeedReference | None = None,
 ) -> ProfileSummary:
     """Have `samples` distinct architectures of this (device, backend, space, shape, batch) measured in the store:
     those already stored count, and the rest are chosen by the registered `sampler` (uniform, flops, active, or
@@ -112,7 +113,9 @@ def profile_space(
     store.require_writable()
     key = {"device": backend.device_id(), "backend": backend.name, "space": space.spec, "input_shape": shape, "batch": batch}
     started = time.perf_counter()
-    run = _Run(space, backend, store, shape, batch, protocol or TimingProtocol.quick(), key)
+    if not getattr(backend, "times_against_reference", False):
+        reference = None
+    run = _Run(space, backend, store, shape, batch, protocol or TimingProtocol.quick(), key, reference)
     if archs:
         samples = len(run.stored | {space.to_string(a) for a in archs})
     already = min(len(run.stored), samples)
@@ -147,15 +150,15 @@ def _sample_and_measure(run: _Run, sampler, samples: int, seed: int) -> None:
 class _Run:
     """One profiling call's state: what is stored for its key, and how many rows it inserted itself."""
 
-    def __init__(self, space, backend, store, shape, batch, protocol, key):
+    def __init__(self, space, backend, store, shape, batch, protocol, key, reference=None):
         self.space, self.backend, self.store, self.shape, self.batch, self.protocol = space, backend, store, shape, batch, protocol
-        self.key = key
+        self.key, self.reference = key, reference
         self.stored = store.archs(**key)
         self.measured_now = 0
         self.task = None
 
     def measured(self) -> dict[Arch, float]:
-        return {self.space.from_string(m.arch): m.latency_ms for m in self.store.measurements(**self.key)}
+        return {self.space.from_string(m.arch): m.learnt("latency_ms") for m in self.store.measurements(**self.key)}
 
     def measure(self, archs: Sequence[Arch], samples: int) -> bool:
         """Measure those not stored until `samples` are; True when at least one new architecture was offered."""
@@ -167,11 +170,12 @@ class _Run:
             if len(self.stored) >= samples:
                 break
             new = True
-            m, inserted = _measure(self.space, arch, self.backend, self.shape, self.batch, self.protocol, self.store)
+            m, inserted = _measure(self.space, arch, self.backend, self.shape, self.batch, self.protocol, self.store,
+                                   reference=self.reference)
             self.stored.add(s)
             self.measured_now += int(inserted)
             if self.task is not None:
-                self.task.advance(1, f"{m.latency_ms:7.3f} ms  {s[:60]}")
+                self.task.advance(1, f"{m.learnt('latency_ms'):7.3f} ms  {s[:60]}")
         return new
 
 

@@ -140,8 +140,8 @@ def reference_near(space, backend, store, input_shape: Sequence[int], batch: int
         return None
     shape = tuple(input_shape)
     rows = [m for m in store.measurements(device=backend.device_id(), backend=backend.name, space=space.spec,
-                                          input_shape=shape, batch=batch) if m.latency_ms and m.latency_ms > 0]
+                                          input_shape=shape, batch=batch) if m.learnt("latency_ms") > 0]
     if not rows:
         return None
-    nearest = min(rows, key=lambda m: abs(np.log(m.latency_ms / latency_ms)))
+    nearest = min(rows, key=lambda m: abs(np.log(m.learnt("latency_ms") / latency_ms)))
     return SpeedReference.make(space, space.from_string(nearest.arch), backend, shape, batch, protocol)

@@ -43,6 +43,14 @@ def test_run_reports_every_stage_and_keeps_its_files(first_run):
     assert r["speed_reference"]["arch"] == speed["arch"] in stored
     assert r["budgets"]["latency_ms"] == r["speed_reference"]["nominal_ms"] == speed["nominal_ms"]
     assert measured == pytest.approx(speed["ratio"] * speed["nominal_ms"])
+    # profiling timed every architecture alternately with one network too: rows not replaced by a verdict name it,
+    # and what predictors learn from a row is its figure at that reference's nominal speed
+    rows = Store(run_dir / "measurements.db").measurements()
+    references = {m.extra["speed_reference"]["arch"] for m in rows if "speed_reference" in (m.extra or {})}
+    assert len(rows) >= 12 and all("speed_reference" in (m.extra or {}) for m in rows)
+    assert 1 <= len(references - {speed["arch"]}) <= 1
+    assert all(m.learnt("latency_ms") == pytest.approx(m.extra["speed_reference"]["ratio"]
+                                                      * m.extra["speed_reference"]["nominal_ms"]) for m in rows)
 
 
 def test_the_exported_bundle_validates_without_remeasuring(first_run):

@@ -171,3 +171,22 @@ def test_spent_repairs_fall_back_to_stored_cells_timed_against_the_reference(pro
     row = store.measurements(device=backend.device_id(), space=space.spec, arch=r.arch_string)[0]
     assert row.extra["speed_reference"]["arch"] == ref.arch
     assert r.measured["latency_ms"] == pytest.approx(ref.figures(row)["latency_ms"])
+
+
+def test_profiling_against_a_reference_stores_raw_rows_that_predictors_learn_at_its_nominal(tmp_path):
+    """profile_space(reference=...) times each architecture alternately with the reference: the row keeps its raw
+    median, and `Measurement.learnt` (what fits read) is the figure at the reference's nominal speed."""
+    space, backend = get_space(SPACE), get_backend("onnxruntime-cpu", threads=1)
+    store = Store(tmp_path / "m.db")
+    arch = space.sample(np.random.default_rng(7))
+    ref = SpeedReference.make(space, arch, backend, SHAPE, 1, TimingProtocol.quick())
+    summary = profile_space(space, backend, store, 5, seed=3, input_shape=SHAPE, reference=ref)
+    rows = store.measurements(space=space.spec)
+    assert summary.measured_now == len(rows) == 5
+    for m in rows:
+        speed = m.extra["speed_reference"]
+        assert speed["arch"] == ref.arch and speed["nominal_ms"] == ref.nominal_ms
+        assert m.learnt("latency_ms") == pytest.approx(speed["ratio"] * ref.nominal_ms) == speed["latency_ms"]
+        assert m.learnt("energy_mj") == m.energy_mj and m.latency_ms > 0  # the raw median is kept
+    plain = measure_arch(space, arch, backend, SHAPE, 1, TimingProtocol.quick())
+    assert "speed_reference" not in plain.extra and plain.learnt("latency_ms") == plain.latency_ms
