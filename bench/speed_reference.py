@@ -7,6 +7,11 @@ variation (std / mean) over sessions of the median alone, and of the median per-
 A verdict judged on the ratio moves as much as the second column; one judged on the median alone, as much as the
 first. Also the mean ratio of the paired medians to the medians alone (1.0: alternating adds no bias).
 
+Then (--fresh-sessions N, 0 skips) each network is prepared afresh N times (built, exported, loaded into a new ONNX
+Runtime session, the same weights) and each session judged once with the thorough protocol against the reference:
+the coefficient of variation of those verdicts' ratios against the 95% CI half-width each verdict reports. A CV
+above the CI means the session itself (where its buffers landed) moves the figure, which one session cannot see.
+
     python bench/speed_reference.py                      # 60 s, JSON to bench/results/speed_reference.json
     python bench/speed_reference.py --seconds 20
 """
@@ -43,6 +48,7 @@ def main() -> None:
     p.add_argument("--block", type=int, default=PAIRED_BLOCK, help="runs of each network per alternating round")
     p.add_argument("--space", default=DEFAULT_SPACE)
     p.add_argument("--input-shape", default="1,8,8", help="one sample (hwnas run's digits: 1,8,8)")
+    p.add_argument("--fresh-sessions", type=int, default=6, help="fresh sessions per network for part 2 (0: skip)")
     p.add_argument("--out", default=str(ROOT / "bench" / "results" / "speed_reference.json"))
     args = p.parse_args()
     console = Console()
@@ -85,9 +91,37 @@ def main() -> None:
                                                                     vars(args).items() if k != "out"),
            "device": backend.device_name(), "space": space.spec, "input_shape": shape, "sessions": len(alone),
            "runs_per_session": args.runs, "networks": rows}
+    if args.fresh_sessions:
+        out["fresh_sessions"] = fresh_sessions(console, space, backend, shape, reference, args.fresh_sessions)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(out, indent=1))
     console.print(f"JSON: {args.out}")
+
+
+def fresh_sessions(console, space, backend, shape, reference: SpeedReference, sessions: int) -> list[dict]:
+    """Part 2: each network prepared afresh `sessions` times and judged once per session (thorough protocol)."""
+    thorough = TimingProtocol.thorough()
+    rows = []
+    with console.status("judging fresh sessions against the reference"):
+        for k, arch in enumerate(NETWORKS):
+            if k == 1:
+                continue  # the reference itself
+            ratios, cis = [], []
+            for _ in range(sessions):
+                torch.manual_seed(0)  # the same weights: only the session differs
+                run, sync = backend.prepare(space.build(space.from_string(arch), shape).eval(), shape, 1)
+                verdict = reference.verdict(*time_paired(run, reference, thorough, sync))
+                ratios.append(verdict["ratio"])
+                cis.append(verdict["ratio_ci"] / verdict["ratio"])
+            ratios = np.array(ratios)
+            rows.append({"network": arch, "ratios": ratios.tolist(), "cv_between_sessions": float(ratios.std()
+                                                                                                 / ratios.mean()),
+                         "mean_relative_ci": float(np.mean(cis)), "max_over_min": float(ratios.max() / ratios.min())})
+    console.print(table(f"Fresh sessions, each judged once (thorough) against the reference ({sessions} per network)",
+                        ["architecture", "CV between sessions", "mean 95% CI of one verdict", "largest / smallest"],
+                        [[r["network"], f"{r['cv_between_sessions']:.1%}", f"{r['mean_relative_ci']:.1%}",
+                          f"{r['max_over_min']:.3f}"] for r in rows]))
+    return rows
 
 
 if __name__ == "__main__":

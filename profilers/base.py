@@ -12,7 +12,7 @@ from hwnas.errors import HwnasError
 from hwnas.measurement import Measurement, random_inputs
 from hwnas.profilers.energy import AnalyticalMeter, best_meter
 from hwnas.profilers.fingerprint import device_id, host_fingerprint
-from hwnas.profilers.speed import SpeedReference, time_paired
+from hwnas.profilers.speed import SpeedReference, time_sessions
 from hwnas.profilers.timing import TimingProtocol, summarise, time_runs
 from hwnas.registries import BACKENDS
 from hwnas.spaces.analysis import profile_model
@@ -84,10 +84,17 @@ class Backend(ABC):
         """Time `model`; with a `reference` (hwnas.profilers.speed, backends with `times_against_reference`),
         alternately with it, and `extra["speed_reference"]` holds the latency at the reference's nominal speed."""
         self.require()
-        run, sync = self.prepare(model.eval(), tuple(input_shape), int(batch))
-        return self._time(run, sync, model, input_shape, batch, protocol, reference=reference)
+        sessions = (protocol or TimingProtocol()).sessions if reference is not None else 1
+        (run, sync), *more = self.prepare_sessions(model.eval(), tuple(input_shape), int(batch), sessions)
+        return self._time(run, sync, model, input_shape, batch, protocol, reference=reference, more=more)
 
-    def _time(self, run, sync, model, input_shape, batch, protocol, extra=None, reference=None) -> Measurement:
+    def prepare_sessions(self, model: nn.Module, input_shape: Sequence[int], batch: int, sessions: int) -> list:
+        """`sessions` (run, sync) pairs of `model`, each a fresh session where the backend has sessions (ONNX
+        Runtime overrides this to export once); here, `prepare` that many times."""
+        return [self.prepare(model, input_shape, batch) for _ in range(max(1, sessions))]
+
+    def _time(self, run, sync, model, input_shape, batch, protocol, extra=None, reference=None,
+              more=()) -> Measurement:
         """Time `run` under `protocol`; the energy meter (the first readable of `energy_meters`) reads over the
         same runs, with the idle power measured just before subtracted (`extra["energy"]` says so). With a
         `reference`, the runs alternate with the reference's (a meter then reads a separate session of `run`
@@ -96,9 +103,9 @@ class Backend(ABC):
         extra = {"threads": self.threads, **(extra or {})}
         meter = best_meter(self.energy_meters)
         paired = None
-        if reference is not None:
-            paired = time_paired(run, reference, protocol, sync)
-            extra["speed_reference"] = reference.verdict(*paired)
+        if reference is not None:  # over `more` sessions too (TimingProtocol.sessions)
+            paired = time_sessions([(run, sync), *more], reference, protocol)
+            extra["speed_reference"] = {**reference.verdict(*paired), "sessions": 1 + len(more)}
         if meter is None:
             times = paired[0] if paired is not None else time_runs(run, protocol, sync)
             return self._record(times, model, input_shape, batch, protocol, None, extra)

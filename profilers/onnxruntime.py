@@ -50,11 +50,15 @@ class OnnxRuntimeCPU(Backend):
         return (lambda: sess.run(None, feed)), None
 
     def prepare(self, model: nn.Module, input_shape: Sequence[int], batch: int):
+        return self.prepare_sessions(model, input_shape, batch, 1)[0]
 
+    def prepare_sessions(self, model: nn.Module, input_shape: Sequence[int], batch: int, sessions: int) -> list:
+        """Export once, then load the file into `sessions` fresh sessions."""
         with tempfile.TemporaryDirectory(prefix="hwnas-") as tmp:
             path = export_onnx(model, input_shape, Path(tmp) / "model.onnx",
                                exporter=self.options.get("exporter", "auto")).path
-            return self._runner(path, input_shape, batch)  # the session holds the model in memory
+            # each session holds the model in memory
+            return [self._runner(path, input_shape, batch) for _ in range(max(1, sessions))]
 
     def measure_onnx(
         self, onnx_path: str | Path, input_shape: Sequence[int], batch: int = 1, protocol: TimingProtocol | None = None,
@@ -63,9 +67,10 @@ class OnnxRuntimeCPU(Backend):
         """Time an exported file as deployed. `model` (the PyTorch original) only feeds the analytical energy
         estimate when no energy counter is readable; `reference`: as in Backend.measure."""
         self.require()
-        run, sync = self._runner(onnx_path, tuple(input_shape), int(batch))
+        sessions = (protocol or TimingProtocol()).sessions if reference is not None else 1
+        (run, sync), *more = [self._runner(onnx_path, tuple(input_shape), int(batch)) for _ in range(sessions)]
         return self._time(run, sync, model, input_shape, batch, protocol, extra={"onnx": str(onnx_path)},
-                          reference=reference)
+                          reference=reference, more=more)
 
 
 @register_backend("onnxruntime-cuda")

@@ -15,9 +15,10 @@ ratio, the reference's median now and the verdict's figure (`latency_ms` there).
 """
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -113,6 +114,22 @@ def time_paired(run: Callable[[], object], reference: SpeedReference, protocol: 
         if time.perf_counter() - started > protocol.max_seconds:
             break
     return np.asarray(times), np.asarray(ref)
+
+
+def time_sessions(runners: Sequence[tuple[Callable[[], object], Callable[[], None] | None]],
+                  reference: SpeedReference, protocol: TimingProtocol, block: int = PAIRED_BLOCK
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """`time_paired` over fresh sessions of one candidate (`runners`: (run, sync) of each), the protocol's run and
+    time caps shared between them and its precision target widened by sqrt(sessions), so that the pooled pairs
+    (each session's, one after another) cost about what one session's did, and their median ratio averages over
+    where each session's buffers landed, which one session's CI cannot see."""
+    n = len(runners)
+    if n == 1:
+        return time_paired(runners[0][0], reference, protocol, runners[0][1], block)
+    share = replace(protocol, min_runs=math.ceil(protocol.min_runs / n), max_runs=math.ceil(protocol.max_runs / n),
+                    max_seconds=protocol.max_seconds / n, target_rel_ci=protocol.target_rel_ci * math.sqrt(n))
+    parts = [time_paired(run, reference, share, sync, block) for run, sync in runners]
+    return np.concatenate([t for t, _ in parts]), np.concatenate([r for _, r in parts])
 
 
 def pair_ratios(times_ms: np.ndarray, reference_ms: np.ndarray, block: int = PAIRED_BLOCK) -> np.ndarray:

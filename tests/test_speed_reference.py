@@ -10,7 +10,14 @@ import torch
 
 from hwnas.export import ExportOptions, export_bundle
 from hwnas.profilers import TimingProtocol, get_backend, measure_arch, profile_space
-from hwnas.profilers.speed import SpeedReference, reference_near, time_paired, verdict_figures
+from hwnas.profilers.speed import (
+    PAIRED_BLOCK,
+    SpeedReference,
+    reference_near,
+    time_paired,
+    time_sessions,
+    verdict_figures,
+)
 from hwnas.profilers.timing import time_runs
 from hwnas.search.budget import _measure
 from hwnas.spaces import get_space
@@ -190,3 +197,27 @@ def test_profiling_against_a_reference_stores_raw_rows_that_predictors_learn_at_
         assert m.learnt("energy_mj") == m.energy_mj and m.latency_ms > 0  # the raw median is kept
     plain = measure_arch(space, arch, backend, SHAPE, 1, TimingProtocol.quick())
     assert "speed_reference" not in plain.extra and plain.learnt("latency_ms") == plain.latency_ms
+
+
+def test_a_thorough_verdict_spreads_its_runs_over_fresh_sessions():
+    """Fresh sessions of one file time differently (where their buffers land); a thorough verdict against a
+    reference pools whole A B B A pairs from three sessions, their caps shared, so it costs about one session."""
+    space, backend = get_space(SPACE), get_backend("onnxruntime-cpu", threads=1)
+    arch = space.sample(np.random.default_rng(5))
+    ref = SpeedReference.make(space, arch, backend, SHAPE, 1, TimingProtocol.quick())
+    m = measure_arch(space, arch, backend, SHAPE, 1, TimingProtocol.thorough(), reference=ref)
+    assert m.extra["speed_reference"]["sessions"] == 3 and m.runs % (2 * PAIRED_BLOCK) == 0
+    assert measure_arch(space, arch, backend, SHAPE, 1, TimingProtocol.quick(),
+                        reference=ref).extra["speed_reference"]["sessions"] == 1
+    # a verdict stored from one session is not as careful as the thorough protocol asks
+    thorough = TimingProtocol.thorough()
+    assert thorough.satisfied_by(m.extra["protocol"])
+    assert not thorough.satisfied_by({**m.extra["protocol"], "sessions": 1})
+    calls = [0, 0, 0]
+
+    def counting(k):
+        return lambda: calls.__setitem__(k, calls[k] + 1)
+
+    fixed = TimingProtocol(warmup_runs=0, min_runs=60, max_runs=60, target_rel_ci=0.0, max_seconds=30.0)
+    times, theirs = time_sessions([(counting(k), None) for k in range(3)], ref, fixed)
+    assert calls == [2 * PAIRED_BLOCK] * 3 and len(times) == len(theirs) == 60  # 60 runs shared: one pair each

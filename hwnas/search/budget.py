@@ -449,7 +449,7 @@ def refit_costs(space, costs: list[HardwareCost], extra: dict[str, list[tuple[Ar
         if store is not None and backend is not None:
             for m in store.measurements(device=backend.device_id(), backend=backend.name, space=space.spec,
                                         input_shape=input_shape, batch=batch):
-                value = getattr(m, c.target)
+                value = m.learnt(c.target)  # what the predictor was fitted on (hwnas.predictors.api)
                 if value is not None:
                     data[space.from_string(m.arch)] = float(value)  # read once, at the store's edge
         # measured here: on the predictions' scale (`c.scale`, e.g. a speed reference's nominal), so to the
