@@ -22,7 +22,7 @@ from hwnas.export.validate import onnx_backends
 from hwnas.measurement import budgets_from
 from hwnas.predictors import save_predictor
 from hwnas.profilers import TimingProtocol, get_backend, profile_space
-from hwnas.profilers.speed import SpeedReference, reference_near
+from hwnas.profilers.speed import profiling_reference, reference_near
 from hwnas.reporting import Reporter, reporter_or_null
 from hwnas.search.api import DEFAULT_COST_PREDICTOR, DEFAULT_SPACE, check_cost_predictor, resolve_cost_predictor
 from hwnas.search.budget import BudgetSearchOptions, search_under_budget
@@ -107,9 +107,8 @@ def run_pipeline(options: PipelineOptions | None = None, reporter: Reporter | No
     # Each profiled network is timed alternately with one fixed network (hwnas.profilers.speed), so that what the
     # predictor learns is at one nominal speed: timed alone, minutes apart, the machine's drift made a 20% noise
     # that hid the differences between cells (cross-validated Spearman 0.70 against 0.85-0.91 for the same 80 cells)
-    profiling_reference = _profiling_reference(o, s, device, shape)
     summary = profile_space(s, device, store, o.samples, "uniform", o.seed, shape, 1, reporter=report,
-                            reference=profiling_reference)
+                            reference=profiling_reference(s, device, shape, 1, o.budget_percentile, o.seed))
     stages.done()
 
     stages.start("fit", f"2/4 fit a {o.predictor} latency predictor")
@@ -174,23 +173,6 @@ def _percentile_budget(o: PipelineOptions, store, space, device, shape) -> float
     latencies = [m.learnt("latency_ms") for m in store.measurements(device=device.device_id(), backend=device.name,
                                                                       space=space.spec, input_shape=shape, batch=1)]
     return float(np.percentile(latencies, o.budget_percentile))
-
-
-#: architectures sampled to choose the profiling reference among (by FLOPs, analytic: nothing is built)
-REFERENCE_CANDIDATES = 100
-
-
-def _profiling_reference(o: PipelineOptions, space, device, shape) -> SpeedReference | None:
-    """The network profiling times each architecture alternately with: of REFERENCE_CANDIDATES sampled (the run's
-    seed), the one at the budget percentile of FLOPs, a network the size of those near the budget (alternate
-    timing is most exact between networks of one size). None where the backend times alone."""
-    if not getattr(device, "times_against_reference", False):
-        return None
-    rng = np.random.default_rng([o.seed, 201])
-    archs = [space.sample(rng) for _ in range(REFERENCE_CANDIDATES)]
-    flops = np.array([space.flops(a, shape) for a in archs])
-    at = int(np.argsort(flops)[min(len(archs) - 1, int(len(archs) * o.budget_percentile / 100))])
-    return SpeedReference.make(space, archs[at], device, shape, 1, TimingProtocol.quick())
 
 
 def _predictor_used(p) -> str:

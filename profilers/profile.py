@@ -80,6 +80,7 @@ class ProfileSummary:
     total_in_store: int
     seconds: float
     latency_ms: dict[str, float] = field(default_factory=dict)  # min / median / max over the profiled archs
+    speed_reference: dict[str, Any] | None = None  # what each architecture was timed alternately with, if anything
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -132,6 +133,7 @@ def profile_space(
         input_shape=shape, batch=batch, requested=samples, measured_now=run.measured_now, already_stored=already,
         total_in_store=len(lat), seconds=round(time.perf_counter() - started, 2),
         latency_ms={"min": float(np.min(lat)), "median": float(np.median(lat)), "max": float(np.max(lat))} if lat else {},
+        speed_reference=reference.describe() if reference is not None else None,
     )
 
 

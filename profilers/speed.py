@@ -162,3 +162,23 @@ def reference_near(space, backend, store, input_shape: Sequence[int], batch: int
         return None
     nearest = min(rows, key=lambda m: abs(np.log(m.learnt("latency_ms") / latency_ms)))
     return SpeedReference.make(space, space.from_string(nearest.arch), backend, shape, batch, protocol)
+
+
+#: architectures sampled to choose a profiling reference among (by FLOPs: analytic for NAS-Bench-201, nothing built)
+REFERENCE_CANDIDATES = 100
+
+
+def profiling_reference(space, backend, input_shape: Sequence[int], batch: int = 1, percentile: float = 50.0,
+                        seed: int = 0) -> SpeedReference | None:
+    """The network a profiling run times each architecture alternately with: of REFERENCE_CANDIDATES sampled
+    (`seed`), the one at the `percentile` of FLOPs (`hwnas run`: its budget percentile), a network the size of those
+    that matter (alternate timing is most exact between networks of one size); its nominal under the quick protocol.
+    None where the backend times alone (`times_against_reference` false)."""
+    if not getattr(backend, "times_against_reference", False):
+        return None
+    shape = tuple(input_shape)
+    rng = np.random.default_rng([seed, 201])
+    archs = [space.sample(rng) for _ in range(REFERENCE_CANDIDATES)]
+    flops = np.array([space.flops(a, shape) for a in archs])
+    at = int(np.argsort(flops, kind="stable")[min(len(archs) - 1, int(len(archs) * percentile / 100))])
+    return SpeedReference.make(space, archs[at], backend, shape, batch, TimingProtocol.quick())

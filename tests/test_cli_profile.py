@@ -131,3 +131,22 @@ def test_samples_is_a_total_and_more_measures_beyond_it(tmp_path):
     assert more.exit_code == 0, more.output
     summary = json.loads(more.stdout)
     assert summary["measured_now"] == 2 and summary["total_in_store"] == 5 and Store(tmp_path / "m.db").count() == 5
+
+
+def test_speed_reference_times_every_architecture_against_one_network(tmp_path):
+    """--speed-reference: one reference network (the sampled one at the median of FLOPs) for the whole run; every
+    row names it, keeps its raw median, and is learnt at the reference's nominal speed; the JSON and the table say
+    which network it was."""
+    base = ["profile", "--space", SPACE, "--input-shape", "1x8x8", "--protocol", "quick", "--store", str(tmp_path / "m.db"),
+            "--speed-reference"]
+    done = CliRunner().invoke(cli, [*base, "--samples", "4", "--json"])
+    assert done.exit_code == 0, done.output
+    reference = json.loads(done.stdout)["speed_reference"]
+    rows = Store(tmp_path / "m.db").measurements()
+    assert len(rows) == 4 and reference["nominal_ms"] > 0
+    for m in rows:
+        speed = m.extra["speed_reference"]
+        assert speed["arch"] == reference["arch"] and speed["nominal_ms"] == reference["nominal_ms"]
+        assert m.learnt("latency_ms") == pytest.approx(speed["ratio"] * reference["nominal_ms"])
+    table = CliRunner().invoke(cli, [*base, "--more", "1"])
+    assert table.exit_code == 0 and "timed alternately with" in table.stdout and reference["arch"] in table.stdout

@@ -84,12 +84,17 @@ def backend_options(f):
               help="Measure these architectures (canonical strings or indices, repeatable) instead of sampling.")
 @click.option("--protocol", default="quick", show_default=True, type=click.Choice(PROTOCOL_NAMES),
               help="Timing protocol: quick (profiling many), default, thorough (validating one).")
+@click.option("--speed-reference", is_flag=True,
+              help="Time each architecture alternately with one reference network (the sampled one at the median of "
+                   "FLOPs), so that predictors learn figures at one nominal speed however the machine's speed drifts "
+                   "(backends that time alone ignore it).")
 @agent_options
 @run_dir_option
 @store_option
 @json_option
-def profile(space, input_shape, batch, backend_name, threads, samples, more, strategy, seed, archs, protocol, agent_url,
-            token_file, fleet_file, device_type, executor, ray_address, run_dir, store_url, as_json):
+def profile(space, input_shape, batch, backend_name, threads, samples, more, strategy, seed, archs, protocol,
+            speed_reference, agent_url, token_file, fleet_file, device_type, executor, ray_address, run_dir, store_url,
+            as_json):
     """Measure architectures of a space on this device and keep every measurement in the store.
 
     Each architecture is committed as soon as it is measured; rerunning the same command after an interruption
@@ -112,8 +117,16 @@ def profile(space, input_shape, batch, backend_name, threads, samples, more, str
     if more is not None:  # --samples is a total; --more counts from what is stored for this key
         samples = more + len(store.measurements(device=backend.device_id(), backend=backend.name, space=s.spec,
                                                 input_shape=shape, batch=batch))
+    reference = None
+    if speed_reference:
+        from hwnas.profilers.speed import profiling_reference
+
+        reference = profiling_reference(s, backend, shape, batch, seed=seed)
+        if reference is None and not as_json:
+            console.print(f"--speed-reference ignored: backend {backend.name} times each network alone", markup=False)
     summary = profile_space(s, backend, store, len(chosen) or samples, strategy, seed, shape, batch,
-                            TimingProtocol.named(protocol), archs=chosen or None, reporter=reporter(as_json))
+                            TimingProtocol.named(protocol), archs=chosen or None, reporter=reporter(as_json),
+                            reference=reference)
     if as_json:
         emit_json(summary.to_dict())
         return
@@ -126,6 +139,8 @@ def profile(space, input_shape, batch, backend_name, threads, samples, more, str
         ["input", "x".join(map(str, summary.input_shape)) + f", batch {summary.batch}"],
         ["measured now / already stored", f"{summary.measured_now} / {summary.already_stored}"],
         ["latency ms min / median / max", f"{lat.get('min', 0):.3f} / {lat.get('median', 0):.3f} / {lat.get('max', 0):.3f}"],
+        *([["timed alternately with", f"{reference.arch} (nominal {reference.nominal_ms:.4g} ms)"]]
+          if reference is not None else []),
         ["seconds", summary.seconds], ["store", store.url]]))
 
 
