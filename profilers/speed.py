@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from hwnas.errors import HwnasError
 from hwnas.profilers.timing import RETIME_SESSIONS, TimingProtocol, median_ci_halfwidth, time_runs
 
 #: runs of each network per round: a run just after the other network's is slowed by its cache state (alternating
@@ -158,10 +159,19 @@ def reference_near(space, backend, store, input_shape: Sequence[int], batch: int
     shape = tuple(input_shape)
     rows = [m for m in store.measurements(device=backend.device_id(), backend=backend.name, space=space.spec,
                                           input_shape=shape, batch=batch) if m.learnt("latency_ms") > 0]
+    # not a cell with idle operations: ONNX drops them, and predictions calibrated on it would be off for the rest
+    rows = [m for m in rows if not _idle(space, m.arch)] or rows
     if not rows:
         return None
     nearest = min(rows, key=lambda m: abs(np.log(m.learnt("latency_ms") / latency_ms)))
     return SpeedReference.make(space, space.from_string(nearest.arch), backend, shape, batch, protocol)
+
+
+def _idle(space, arch: str) -> bool:
+    try:
+        return space.has_idle_operations(space.from_string(arch))
+    except HwnasError:  # a row of another form: not excluded here
+        return False
 
 
 #: architectures sampled to choose a profiling reference among (by FLOPs: analytic for NAS-Bench-201, nothing built)
@@ -179,6 +189,7 @@ def profiling_reference(space, backend, input_shape: Sequence[int], batch: int =
     shape = tuple(input_shape)
     rng = np.random.default_rng([seed, 201])
     archs = [space.sample(rng) for _ in range(REFERENCE_CANDIDATES)]
+    archs = [a for a in archs if not space.has_idle_operations(a)] or archs  # as in reference_near
     flops = np.array([space.flops(a, shape) for a in archs])
     at = int(np.argsort(flops, kind="stable")[min(len(archs) - 1, int(len(archs) * percentile / 100))])
     return SpeedReference.make(space, archs[at], backend, shape, batch, TimingProtocol.quick())

@@ -43,6 +43,10 @@ def test_costlier_neighbours_are_feasible_and_cost_more(setup):
     changed = [sum(x != y for x, y in zip(n.choices, start.choices)) for n in nbrs]
     assert set(changed) == {1, 2}  # two decisions reach what lies between one decision's steps
     one_step = [n for n in space.neighbours(start) if here < c.predict_arch([n])[0] <= 4.0]
+    # a cell with an operation that reaches nothing is left out: the same cell without it computes the same
+    idle = [n for n in one_step if space.has_idle_operations(n)]
+    assert idle and not any(space.has_idle_operations(n) for n in nbrs)
+    one_step = [n for n in one_step if n not in idle]
     assert set(one_step) <= set(nbrs)
     assert not costlier_feasible_neighbours(space, [c], start, exclude=set(nbrs), limit=10_000)
     # a limit keeps those predicted nearest the budget
@@ -50,6 +54,20 @@ def test_costlier_neighbours_are_feasible_and_cost_more(setup):
     shares = sorted((float(c.predict_arch([n])[0]) for n in nbrs), reverse=True)
     assert len(few) == 5 and sorted(float(c.predict_arch([n])[0]) for n in few) == sorted(shares[:5])
     assert len(costlier_feasible_neighbours(space, [c], start, exclude=set(), reach=1, limit=10_000)) == len(one_step)
+
+
+def test_an_operation_is_idle_when_it_reaches_nothing_or_nothing_reaches_it(setup):
+    space, _, _ = setup
+    live = space.from_string("|nor_conv_3x3~0|+|skip_connect~0|nor_conv_1x1~1|+|none~0|none~1|skip_connect~2|")
+    dead_end = space.from_string("|nor_conv_3x3~0|+|skip_connect~0|nor_conv_1x1~1|+|none~0|nor_conv_3x3~1|none~2|")
+    fed_nothing = space.from_string("|none~0|+|skip_connect~0|nor_conv_1x1~1|+|none~0|none~1|skip_connect~2|")
+    assert not space.has_idle_operations(live)
+    assert space.has_idle_operations(dead_end)  # node 2 never reaches the output: its two operations are idle
+    assert space.has_idle_operations(fed_nothing)  # node 1 is zero: the conv1x1 out of it computes a constant
+    assert not space.has_idle_operations(space.from_string("|none~0|+|none~0|none~1|+|none~0|none~1|none~2|"))
+    assert space.to_string(space.without_idle_operations(dead_end)) == \
+        "|nor_conv_3x3~0|+|none~0|none~1|+|none~0|nor_conv_3x3~1|none~2|"
+    assert space.without_idle_operations(live) == live
 
 
 def test_the_measured_figure_calibrates_the_neighbours_within_bounds(setup):

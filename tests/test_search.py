@@ -248,6 +248,42 @@ def test_discretise_prefers_a_feasible_architecture_the_search_derived_lately(sp
     assert arch.choices == (CONV3, CONV3, CONV3, CONV3, 2, CONV3)
 
 
+
+def test_a_derived_cell_far_under_budget_is_filled_to_the_most_probable_one_near_it(space):
+    """The argmax of a search that held its expected cost at the budget can sit far under it (skips win on most
+    edges); with `fill` the most probable architecture predicted within fill..97.5% of the budget is taken."""
+    table = additive_table(space)  # per edge: none 0, skip 0.05, conv1x1 0.6, conv3x3 1.5, pool 0.3
+    budget = 5.0
+    cost = HardwareCost(space, "latency_ms", budget, table=table)
+    alpha = torch.zeros(space.alpha_shape)
+    alpha[:, 1] = 2.0  # skip is the strongest option on every edge: the argmax costs 0.3, 6% of the budget
+    alpha[:, CONV3] = 1.5  # the runner-up everywhere
+    alpha[0, CONV3] = 1.9  # edges 0 and 1 lean most towards a convolution
+    alpha[1, CONV3] = 1.8
+    derived = space.derive(alpha)
+    assert derived.choices == (1,) * 6
+    assert derive_within_budget(space, alpha, [cost]) == (derived, [derived])  # off by default
+    arch, moves = derive_within_budget(space, alpha, [cost], fill=0.9)
+    share = cost.predict_arch([arch])[0] / budget
+    assert 0.9 <= share <= 0.975 and moves == [derived, arch]
+    # three conv3x3 (4.5 + 3 skips 0.15 = 93%) on the edges leaning most to it, and a third edge of the rest
+    assert arch.choices[:2] == (CONV3, CONV3) and sorted(arch.choices) == [1, 1, 1, CONV3, CONV3, CONV3]
+    # what was measured over budget is not filled to again; a band nothing falls in leaves the derived cell
+    again, _ = derive_within_budget(space, alpha, [cost], exclude={arch}, fill=0.9)
+    assert again != arch and 0.9 <= cost.predict_arch([again])[0] / budget <= 0.975
+    # a derived cell whose node 2 never reaches the output loses the operations into it (the same function)
+    dead_end = alpha.clone()
+    dead_end[5, 0] = 5.0  # edge 2->3 is none: the conv3x3 on edges 1 (0->2) and 2 (1->2) are idle
+    dead_end[1:3, CONV3] = 5.0
+    dead_derived = space.derive(dead_end)
+    lean, moves = derive_within_budget(space, dead_end, [cost])
+    assert dead_derived.choices == (1, CONV3, CONV3, 1, 1, 0) and moves == [dead_derived, lean]
+    assert lean.choices == (1, 0, 0, 1, 1, 0)
+    empty = HardwareCost(space, "latency_ms", 1000.0, table=table)  # the dearest cell is 9.0: under 1% of it
+    assert derive_within_budget(space, alpha, [empty], fill=0.9) == (derived, [derived])
+    with pytest.raises(HwnasError, match="fill"):
+        BudgetSearchOptions(fill=1.2).check()
+
 @pytest.fixture(scope="module")
 def measured_store(space, digits, tmp_path_factory):
     """12 architectures measured for real with ONNX Runtime into an SQLite store."""

@@ -24,7 +24,7 @@ from hwnas.profilers.timing import settle_near_budget
 from hwnas.reporting import Reporter, reporter_or_null
 from hwnas.search.climb import CLIMB_CEILING, budget_share, climb, one_shot_accuracy
 from hwnas.search.cost import FORMS, MODES, HardwareCost
-from hwnas.search.discretise import derive_within_budget, predicted
+from hwnas.search.discretise import derive_within_budget, predicted, worst_ratio
 from hwnas.search.strategy import get_strategy, run_search, steps_per_epoch
 from hwnas.spaces.base import Arch
 from hwnas.threads import training_threads_context
@@ -85,6 +85,9 @@ class BudgetSearchOptions:
     budget_mode: str = "target"
     max_repairs: int = 5
     protocol: Any = None
+    #: a derived architecture predicted under this share of its tightest budget gives way to the most probable one
+    #: predicted within it and 97.5% (finite spaces; hwnas.search.discretise); 0: off
+    fill: float = 0.9
     climb: int = 3  # rounds of climbing to costlier, predicted more accurate neighbours (hwnas.search.climb); 0: off
     #: time each verdict alternately with a stored network near the latency budget, so that the machine's speed
     #: drift cancels (hwnas.profilers.speed); only where the backend can (`times_against_reference`)
@@ -98,6 +101,9 @@ class BudgetSearchOptions:
         for name, (value, least) in whole.items():
             if isinstance(value, bool) or not isinstance(value, int) or value < least:
                 raise HwnasError(f"{name} {quote(value)} is not accepted; give a whole number >= {least}")
+        if isinstance(self.fill, bool) or not isinstance(self.fill, (int, float)) or not 0 <= self.fill < 0.975:
+            raise HwnasError(f"fill {quote(self.fill)} is not accepted; give a share of the budget from 0 (off) to "
+                             "below 0.975")
         for name in ("weight_lr", "arch_lr", "multiplier_lr"):
             value = getattr(self, name)
             if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
@@ -197,7 +203,7 @@ def search_under_budget(space, dataset, predictors: dict[str, Any], budgets: dic
     recent = list(strat.recent_archs)
     result = discretise_and_verify(space, strat.alpha, costs, backend=backend, store=store, input_shape=shape,
                                    batch=o.batch, max_repairs=o.max_repairs, protocol=o.protocol, recent=recent,
-                                   reporter=report, reference=reference)
+                                   reporter=report, reference=reference, fill=o.fill)
     if o.climb and result.within_budget and backend is not None:
         _climb(result, space, costs, supernet, dataset, o, backend, store, shape, report, reference)
     result.speed_reference = reference.describe() if reference is not None else None
@@ -280,11 +286,11 @@ def check_budget_reachable(space, costs: list[HardwareCost], max_size: int = 200
 
 def discretise_and_verify(space, alpha: torch.Tensor, costs: list[HardwareCost], backend=None, store=None,
                           input_shape=None, batch: int = 1, max_repairs: int = 5, protocol=None,
-                          recent=(), reporter: Reporter | None = None, reference: SpeedReference | None = None
-                          ) -> SearchResult:
+                          recent=(), reporter: Reporter | None = None, reference: SpeedReference | None = None,
+                          fill: float = 0.0) -> SearchResult:
     """Budget-respecting discretisation, then measure -> (over budget: store, refit, repair) until a measured
     architecture is within every budget or `max_repairs` repairs are spent. `reference`: latency verdicts timed
-    alternately with it (hwnas.profilers.speed)."""
+    alternately with it (hwnas.profilers.speed). `fill`: as in derive_within_budget."""
     report = reporter_or_null(reporter)
     shape = tuple(input_shape or space.default_input_shape)
     budgets = {c.target: c.budget for c in costs}
@@ -295,7 +301,7 @@ def discretise_and_verify(space, alpha: torch.Tensor, costs: list[HardwareCost],
     arch = None
     for _ in range(max_repairs + 1):
         try:
-            arch, moves = _derive(space, alpha, costs, over, recent, report)
+            arch, moves = _derive(space, alpha, costs, over, recent, report, fill)
         except HwnasError as e:  # nothing left that is predicted within budget: report what was measured, not a pass
             if not attempts:
                 raise
@@ -332,19 +338,27 @@ def discretise_and_verify(space, alpha: torch.Tensor, costs: list[HardwareCost],
                         False, [], used, attempts, note=f"no measured architecture met the budget after {max_repairs} repairs")
 
 
-def _derive(space, alpha, costs: list[HardwareCost], over, recent, report: Reporter):
+def _derive(space, alpha, costs: list[HardwareCost], over, recent, report: Reporter, fill: float = 0.0):
     """derive_within_budget; when an `exact` predictor (auto's most accurate) finds nothing within budget (a fit on
     few rows can be flat), the cost term's own predictor judges instead, which the search itself steered by."""
     try:
-        return derive_within_budget(space, alpha, costs, exclude=over, recent=recent)
+        arch, moves = derive_within_budget(space, alpha, costs, exclude=over, recent=recent, fill=fill)
     except HwnasError:
         if not any(c.exact is not None for c in costs):
             raise
-    report.warning("the most accurate predictor finds no architecture within the budget; discretising with the "
-                   "cost term's predictor instead")
-    for c in costs:
-        c.set_exact(None)
-    return derive_within_budget(space, alpha, costs, exclude=over, recent=recent)
+        report.warning("the most accurate predictor finds no architecture within the budget; discretising with the "
+                       "cost term's predictor instead")
+        for c in costs:
+            c.set_exact(None)
+        arch, moves = derive_within_budget(space, alpha, costs, exclude=over, recent=recent, fill=fill)
+    if len(moves) > 1 and moves[1] != moves[0] and moves[1] == space.without_idle_operations(moves[0]):
+        report.message(f"derived {space.to_string(moves[0])}; without its operations that reach nothing: "
+                       f"{space.to_string(moves[1])}")
+    if fill and len(moves) > 1 and worst_ratio(costs, [moves[-2]])[0] < fill <= worst_ratio(costs, [arch])[0]:
+        report.message(f"derived {space.to_string(moves[-2])}, predicted at {worst_ratio(costs, [moves[-2]])[0]:.0%} "
+                       f"of the budget; filled to the most probable architecture predicted at "
+                       f"{worst_ratio(costs, [arch])[0]:.0%}")
+    return arch, moves
 
 
 #: with a speed reference and nothing timed against it within budget, stored architectures timed against it now

@@ -89,7 +89,7 @@ def costlier_feasible_neighbours(space, costs: Sequence[HardwareCost], arch: Arc
     calibrated locally: each target's predictions are scaled by the median of measured / predicted there, as a
     neighbour (an operation or two changed) shares most of its predictor's error. A predictor 10% pessimistic here
     would otherwise rule out every neighbour that fits, and one 10% optimistic send every measurement over."""
-    nbrs = [n for n in within_reach(space, arch, reach) if n not in exclude]
+    nbrs = [n for n in within_reach(space, arch, reach) if n not in exclude and not space.has_idle_operations(n)]
     if not nbrs:
         return []
     scale = _local_scale(costs, {**(observed or {}), arch: measured or {}})

@@ -8,6 +8,13 @@ drop a whole convolution. Failing that, it moves to the best feasible neighbour,
 probable under softmax(alpha). With no feasible neighbour it steps to the neighbour that most reduces the
 worst relative overshoot and looks again; a finite space falls back to the most probable feasible
 architecture of the whole space.
+
+With `fill` (a share of the budget, `BudgetSearchOptions.fill`), an architecture so found that is predicted to use
+less than `fill` of its tightest budget gives way, in a finite space, to the most probable architecture predicted
+within `fill` to `FILL_CEILING` of it. The cost term holds the *expected* cost of the relaxed architecture at the
+budget, but its argmax can sit far below: cheap options (skips, pooling) win the argmax on several edges while the
+convolutions' probability mass carries the expected cost, and the derived cell uses a third of the budget.
+Architectures with idle operations (`SearchSpace.has_idle_operations`) are not filled to, and the derived one loses its own.
 """
 from __future__ import annotations
 
@@ -49,13 +56,62 @@ def most_probable_feasible(space, alpha: torch.Tensor, costs: Sequence[HardwareC
     return archs[int(ok[np.argmax(score[ok])])] if len(ok) else None
 
 
+#: the top of the band a filled discretisation aims into: a margin under the budget for timing noise (as the climb's)
+FILL_CEILING = 0.975
+#: a space up to this size is searched whole for a filled discretisation (NAS-Bench-201: 15,625)
+FILL_MAX_SIZE = 200_000
+
+
 def derive_within_budget(space, alpha: torch.Tensor, costs: Sequence[HardwareCost], exclude: AbstractSet[Arch] = frozenset(),
-                         max_moves: int = 6, recent: Sequence[Arch] = ()) -> tuple[Arch, list[Arch]]:
+                         max_moves: int = 6, recent: Sequence[Arch] = (), fill: float = 0.0) -> tuple[Arch, list[Arch]]:
     """Returns (arch, moves): the architecture and the architectures visited on the way.
     `exclude`: architectures not to return (measured over budget). `recent`: architectures the search derived
-    lately (its last epoch, `Strategy.recent_archs`), candidates before neighbours."""
+    lately (its last epoch, `Strategy.recent_archs`), candidates before neighbours. `fill`: see the module doc
+    (0: off)."""
+    arch, moves = _derive_feasible(space, alpha, costs, exclude, max_moves, recent)
+    if fill > 0 and costs and worst_ratio(costs, [arch])[0] < fill:
+        filled = most_probable_in_band(space, alpha, costs, fill, FILL_CEILING, exclude)
+        if filled is not None:
+            moves.append(filled)
+            return filled, moves
+    return arch, moves
+
+
+def most_probable_in_band(space, alpha: torch.Tensor, costs: Sequence[HardwareCost], low: float, high: float,
+                          exclude: AbstractSet[Arch] = frozenset(), chunk: int = 512) -> Arch | None:
+    """The most probable (under softmax(alpha)) architecture of a finite space (up to FILL_MAX_SIZE) predicted to use
+    `low` to `high` of its tightest budget, or None. The cost term's fast predictor narrows the space to a wider
+    band; the predictor that judges feasibility (the `exact` one where set) then checks the most probable first,
+    a chunk at a time."""
+    size = space.size()
+    if size is None or size > FILL_MAX_SIZE:
+        return None
+    archs = [a for a in space.all_archs() if a not in exclude and not space.has_idle_operations(a)]
+    if not archs:
+        return None
+    rough = np.max([c.predict_arch(archs, exact=False) / c.budget for c in costs], axis=0)
+    near = np.flatnonzero((rough >= low * 0.8) & (rough <= high * 1.2))  # the predictors differ by tens of per cent
+    if not len(near):
+        return None
+    order = near[np.argsort(-arch_log_prob(space, alpha, [archs[i] for i in near]), kind="stable")]
+    for start in range(0, len(order), chunk):
+        batch = [archs[i] for i in order[start:start + chunk]]
+        ratio = worst_ratio(costs, batch)
+        inside = np.flatnonzero((ratio >= low) & (ratio <= high))
+        if len(inside):
+            return batch[int(inside[0])]
+    return None
+
+
+def _derive_feasible(space, alpha: torch.Tensor, costs: Sequence[HardwareCost], exclude: AbstractSet[Arch],
+                     max_moves: int, recent: Sequence[Arch]) -> tuple[Arch, list[Arch]]:
+    """The strongest option at every decision (idle operations dropped), or the fallbacks of the module doc when that
+    is not feasible."""
     arch = space.derive(alpha)
     moves = [arch]
+    if (lean := space.without_idle_operations(arch)) != arch:
+        arch = lean
+        moves.append(arch)
 
     def usable(a: Arch) -> bool:
         return a not in exclude and worst_ratio(costs, [a])[0] <= 1.0

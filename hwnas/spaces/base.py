@@ -310,6 +310,24 @@ class SearchSpace(ABC):
         self.require("live_edges", "live-edge encodings")
         raise NotImplementedError
 
+    def has_idle_operations(self, arch: Arch) -> bool:
+        """Whether an operation of `arch` carries nothing from the input to the output (spaces that declare
+        "live_edges"; NAS-Bench-201: an edge into a node that never reaches the output, or out of one nothing
+        reaches). The same cell with `none` there computes the same function (or one a constant away) for less:
+        ONNX export drops the dead part, so a predictor that counts its operations is tens of per cent pessimistic
+        there; a search should not fill or climb to such a cell, nor a speed reference be one."""
+        if not self.has("live_edges"):
+            return False
+        none = {d for d, o in self.none_options() if arch.choices[d] == o}
+        return any(not live and d not in none for d, live in enumerate(self.live_edges(arch)))
+
+    def without_idle_operations(self, arch: Arch) -> Arch:
+        """`arch` with its idle operations (`has_idle_operations`) set to `none`."""
+        if not self.has_idle_operations(arch):
+            return arch
+        none, live = dict(self.none_options()), self.live_edges(arch)
+        return Arch(arch.space, tuple(c if live[d] or d not in none else none[d] for d, c in enumerate(arch.choices)))
+
     def layers(self, arch: Arch, input_shape: Sequence[int] | None = None) -> list[tuple[str, tuple[int, ...]]]:
         """Each layer as (its own description, its input shape) (declared with the "layers" capability)."""
         self.require("layers", "per-layer latency tables")
