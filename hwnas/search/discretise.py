@@ -14,7 +14,8 @@ less than `fill` of its tightest budget gives way, in a finite space, to the mos
 within `fill` to `FILL_CEILING` of it. The cost term holds the *expected* cost of the relaxed architecture at the
 budget, but its argmax can sit far below: cheap options (skips, pooling) win the argmax on several edges while the
 convolutions' probability mass carries the expected cost, and the derived cell uses a third of the budget.
-Architectures with idle operations (`SearchSpace.has_idle_operations`) are not filled to, and the derived one loses its own.
+Architectures with idle operations (`SearchSpace.has_idle_operations`) are not filled to; the derived one always
+loses its own (fill or not).
 """
 from __future__ import annotations
 
