@@ -248,7 +248,6 @@ def test_discretise_prefers_a_feasible_architecture_the_search_derived_lately(sp
     assert arch.choices == (CONV3, CONV3, CONV3, CONV3, 2, CONV3)
 
 
-
 def test_a_derived_cell_far_under_budget_is_filled_to_the_most_probable_one_near_it(space):
     """The argmax of a search that held its expected cost at the budget can sit far under it (skips win on most
     edges); with `fill` the most probable architecture predicted within fill..97.5% of the budget is taken."""
@@ -283,6 +282,7 @@ def test_a_derived_cell_far_under_budget_is_filled_to_the_most_probable_one_near
     assert derive_within_budget(space, alpha, [empty], fill=0.9) == (derived, [derived])
     with pytest.raises(HwnasError, match="fill"):
         BudgetSearchOptions(fill=1.2).check()
+
 
 @pytest.fixture(scope="module")
 def measured_store(space, digits, tmp_path_factory):

@@ -354,10 +354,11 @@ def _derive(space, alpha, costs: list[HardwareCost], over, recent, report: Repor
     if len(moves) > 1 and moves[1] != moves[0] and moves[1] == space.without_idle_operations(moves[0]):
         report.message(f"derived {space.to_string(moves[0])}; without its operations that reach nothing: "
                        f"{space.to_string(moves[1])}")
-    if fill and len(moves) > 1 and worst_ratio(costs, [moves[-2]])[0] < fill <= worst_ratio(costs, [arch])[0]:
-        report.message(f"derived {space.to_string(moves[-2])}, predicted at {worst_ratio(costs, [moves[-2]])[0]:.0%} "
-                       f"of the budget; filled to the most probable architecture predicted at "
-                       f"{worst_ratio(costs, [arch])[0]:.0%}")
+    if fill and len(moves) > 1:
+        before, after = worst_ratio(costs, moves[-2:])
+        if before < fill <= after:  # the fill's move: from under `fill` to within the band
+            report.message(f"derived {space.to_string(moves[-2])}, predicted at {before:.0%} of the budget; filled "
+                           f"to the most probable architecture predicted at {after:.0%}")
     return arch, moves
 
 

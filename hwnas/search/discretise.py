@@ -59,8 +59,8 @@ def most_probable_feasible(space, alpha: torch.Tensor, costs: Sequence[HardwareC
 
 #: the top of the band a filled discretisation aims into: a margin under the budget for timing noise (as the climb's)
 FILL_CEILING = 0.975
-#: a space up to this size is searched whole for a filled discretisation (NAS-Bench-201: 15,625)
-FILL_MAX_SIZE = 200_000
+#: a finite space up to this size is searched whole (the fill, the last fallback; NAS-Bench-201: 15,625)
+WHOLE_SPACE_MAX = 200_000
 
 
 def derive_within_budget(space, alpha: torch.Tensor, costs: Sequence[HardwareCost], exclude: AbstractSet[Arch] = frozenset(),
@@ -80,23 +80,22 @@ def derive_within_budget(space, alpha: torch.Tensor, costs: Sequence[HardwareCos
 
 def most_probable_in_band(space, alpha: torch.Tensor, costs: Sequence[HardwareCost], low: float, high: float,
                           exclude: AbstractSet[Arch] = frozenset(), chunk: int = 512) -> Arch | None:
-    """The most probable (under softmax(alpha)) architecture of a finite space (up to FILL_MAX_SIZE) predicted to use
+    """The most probable (under softmax(alpha)) architecture of a finite space (up to WHOLE_SPACE_MAX) predicted to use
     `low` to `high` of its tightest budget, or None. The cost term's fast predictor narrows the space to a wider
     band; the predictor that judges feasibility (the `exact` one where set) then checks the most probable first,
     a chunk at a time."""
     size = space.size()
-    if size is None or size > FILL_MAX_SIZE:
+    if size is None or size > WHOLE_SPACE_MAX:
         return None
-    archs = [a for a in space.all_archs() if a not in exclude and not space.has_idle_operations(a)]
-    if not archs:
-        return None
+    archs = space.all_archs()
     rough = np.max([c.predict_arch(archs, exact=False) / c.budget for c in costs], axis=0)
-    near = np.flatnonzero((rough >= low * 0.8) & (rough <= high * 1.2))  # the predictors differ by tens of per cent
-    if not len(near):
+    wide = np.flatnonzero((rough >= low * 0.8) & (rough <= high * 1.2))  # the predictors differ by tens of per cent
+    near = [archs[i] for i in wide if archs[i] not in exclude and not space.has_idle_operations(archs[i])]
+    if not near:
         return None
-    order = near[np.argsort(-arch_log_prob(space, alpha, [archs[i] for i in near]), kind="stable")]
+    order = np.argsort(-arch_log_prob(space, alpha, near), kind="stable")
     for start in range(0, len(order), chunk):
-        batch = [archs[i] for i in order[start:start + chunk]]
+        batch = [near[i] for i in order[start:start + chunk]]
         ratio = worst_ratio(costs, batch)
         inside = np.flatnonzero((ratio >= low) & (ratio <= high))
         if len(inside):
@@ -122,7 +121,7 @@ def _derive_feasible(space, alpha: torch.Tensor, costs: Sequence[HardwareCost], 
     best = most_probable_feasible(space, alpha, costs, [a for a in dict.fromkeys(recent) if a not in exclude])
     if best is None:
         best, arch = _walk_neighbours(space, alpha, costs, arch, exclude, max_moves, moves)
-    if best is None and space.size() is not None and space.size() <= 200_000:
+    if best is None and space.size() is not None and space.size() <= WHOLE_SPACE_MAX:
         best = most_probable_feasible(space, alpha, costs, [a for a in space.all_archs() if a not in exclude])
     if best is not None:
         if best != moves[-1]:
